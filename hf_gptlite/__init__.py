@@ -1,0 +1,38 @@
+"""hf_gptlite: a GPT-2-style model written from scratch, registered with transformers' Auto classes."""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+)
+
+from .configuration_gptlite import PRESETS, GPTLiteConfig
+from .modeling_gptlite import (
+    GPTLiteForCausalLM,
+    GPTLiteForSequenceClassification,
+    GPTLiteModel,
+    GPTLitePreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+# `import hf_gptlite` makes AutoModel* resolve model_type "gptlite" without trust_remote_code ...
+AutoConfig.register("gptlite", GPTLiteConfig, exist_ok=True)
+AutoModel.register(GPTLiteConfig, GPTLiteModel, exist_ok=True)
+AutoModelForCausalLM.register(GPTLiteConfig, GPTLiteForCausalLM, exist_ok=True)
+AutoModelForSequenceClassification.register(GPTLiteConfig, GPTLiteForSequenceClassification, exist_ok=True)
+# ... and save_pretrained writes `auto_map` + the two code files, so trust_remote_code works without it.
+GPTLiteConfig.register_for_auto_class()
+GPTLiteModel.register_for_auto_class("AutoModel")
+GPTLiteForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+GPTLiteForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+__all__ = [
+    "PRESETS",
+    "GPTLiteConfig",
+    "GPTLiteForCausalLM",
+    "GPTLiteForSequenceClassification",
+    "GPTLiteModel",
+    "GPTLitePreTrainedModel",
+]

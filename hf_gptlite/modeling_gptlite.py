@@ -1,0 +1,394 @@
+"""GPTLite: a GPT-2-style decoder, written to be read.
+
+    token ids -> token + position embeddings -> N x Block(pre-LN attention, pre-LN MLP) -> final LN -> head
+
+Parameter names follow GPT-2 (``wte``, ``h.0.attn.c_attn`` ...), so converting GPT-2 weights is a
+transpose, nothing more (our projections are ``nn.Linear``, GPT-2's are ``Conv1D``).
+
+This file imports only torch, transformers and ``configuration_gptlite``: it ships with the weights and
+runs under ``trust_remote_code`` where the ``hf_gptlite`` package is not installed.
+Shapes: B = batch, T = new tokens, S = tokens attended to (cache + new), H = hidden size,
+nh = heads, hd = head size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_gptlite import GPTLiteConfig
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """softmax(q k^T * scaling + mask) v. q: (B, nh, T, hd), k/v: (B, nh, S, hd) -> (B, T, nh, hd)."""
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, nh, T, S)
+    if attention_mask is not None:  # additive mask: 0 where allowed, a large negative number elsewhere
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value)  # (B, nh, T, hd)
+    return out.transpose(1, 2), weights
+
+
+class GPTLiteAttention(nn.Module):
+    """Causal multi-head self-attention with one fused Q/K/V projection."""
+
+    def __init__(self, config: GPTLiteConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True  # read by the sdpa / flash kernels
+        self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.c_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attn_dropout = config.attention_probs_dropout_prob
+        self.resid_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, **kwargs):
+        B, T, H = hidden_states.shape
+        qkv = self.c_attn(hidden_states).view(B, T, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hd)
+        attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        out, weights = attention_fn(
+            self, q, k, v, attention_mask,
+            dropout=self.attn_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )  # out: (B, T, nh, hd)
+        out = self.resid_dropout(self.c_proj(out.reshape(B, T, H)))
+        return out, weights
+
+
+class GPTLiteMLP(nn.Module):
+    """H -> 4H -> GELU(tanh) -> H."""
+
+    def __init__(self, config: GPTLiteConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class GPTLiteBlock(GradientCheckpointingLayer):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTLiteConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = GPTLiteAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = GPTLiteMLP(config)
+
+    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
+        attn_out, attn_weights = self.attn(self.ln_1(hidden_states), attention_mask, cache, **kwargs)
+        hidden_states = hidden_states + attn_out
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
+        return hidden_states, attn_weights
+
+
+class GPTLitePreTrainedModel(PreTrainedModel):
+    config_class = GPTLiteConfig
+    config: GPTLiteConfig
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GPTLiteBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)  # N(0, 0.02) linears/embeddings, unit LayerNorms, zero biases
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layers) so the residual stream's variance
+        # does not grow with depth.
+        if isinstance(module, (GPTLiteAttention, GPTLiteMLP)):
+            std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
+            init.normal_(module.c_proj.weight, mean=0.0, std=std)
+
+
+class GPTLiteModel(GPTLitePreTrainedModel):
+    """The backbone: embeddings, blocks and the final LayerNorm; returns hidden states (B, T, H)."""
+
+    def __init__(self, config: GPTLiteConfig):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+        self.h = nn.ModuleList(GPTLiteBlock(config, i) for i in range(config.num_hidden_layers))
+        self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.wte
+
+    def set_input_embeddings(self, value):
+        self.wte = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,  # the name transformers < 5.24 used for `cache`
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        cache = cache if cache is not None else past_key_values
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids)  # (B, T, H)
+        B, T = inputs_embeds.shape[:2]
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past = cache.get_seq_length() if cache is not None else 0
+        if past + T > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {past + T} (cached {past} + new {T}) exceeds the model's "
+                f"max_position_embeddings={self.config.max_position_embeddings}; truncate the input"
+            )
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.ndim == 2:
+                # count real tokens only, so a left-padded prompt starts at position 0
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+            else:
+                position_ids = torch.arange(past, past + T, device=inputs_embeds.device).unsqueeze(0)
+        hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))
+
+        # None (pure causal: kernels use is_causal), a 4D additive mask, or a flex BlockMask
+        mask = create_causal_mask(
+            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+            cache=cache, position_ids=position_ids,
+        )
+        all_hidden, all_attn = [], []
+        for block in self.h:
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            hidden_states, attn_weights = block(
+                hidden_states, mask, cache if not (self.gradient_checkpointing and self.training) else None,
+                position_ids=position_ids, **kwargs,
+            )
+            if output_attentions:
+                all_attn.append(attn_weights)
+        hidden_states = self.ln_f(hidden_states)
+        if output_hidden_states:
+            all_hidden.append(hidden_states)
+        out = BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            cache=cache if use_cache else None,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attn) if output_attentions else None,
+        )
+        return out if return_dict is not False else out.to_tuple()
+
+
+class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
+    """Backbone + a linear head over the vocabulary (tied to the token embedding by default)."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: GPTLiteConfig):
+        super().__init__(config)
+        self.transformer = GPTLiteModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """``labels``: (B, T) token ids, shifted inside; -100 is ignored. ``logits_to_keep=1`` computes only
+        the last position's logits (what generation needs)."""
+        out = self.transformer(
+            input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache, **kwargs
+        )
+        hidden_states = out.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', vocab)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        result = CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=out.cache,
+            hidden_states=out.hidden_states, attentions=out.attentions,
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+    # ---- GPT-2 weights ---------------------------------------------------------------------------
+    @classmethod
+    def from_gpt2(cls, src, **kwargs) -> GPTLiteForCausalLM:
+        """Build from GPT-2 weights: a ``GPT2LMHeadModel``, a local folder or a Hub id
+        (``openai-community/gpt2``, ``-medium``, ``-large``, ``-xl``)."""
+        from transformers import GPT2LMHeadModel
+
+        gpt2 = src if isinstance(src, GPT2LMHeadModel) else GPT2LMHeadModel.from_pretrained(src, **kwargs)
+        g = gpt2.config
+        if g.scale_attn_by_inverse_layer_idx or g.reorder_and_upcast_attn or not g.scale_attn_weights:
+            raise ValueError("GPT-2 variants with non-standard attention scaling are not supported")
+        if g.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"GPT-2 activation {g.activation_function!r} is not GELU(tanh)")
+        config = GPTLiteConfig(
+            vocab_size=g.vocab_size, max_position_embeddings=g.n_positions, hidden_size=g.n_embd,
+            num_hidden_layers=g.n_layer, num_attention_heads=g.n_head,
+            intermediate_size=g.n_inner or 4 * g.n_embd, hidden_dropout_prob=g.resid_pdrop,
+            attention_probs_dropout_prob=g.attn_pdrop, layer_norm_eps=g.layer_norm_epsilon,
+            qkv_bias=True, tie_word_embeddings=g.tie_word_embeddings,
+            # random test configs keep GPT-2's default ids (50256) with a small vocabulary: drop those
+            **{name: (i if isinstance(i, int) and 0 <= i < g.vocab_size else None)
+               for name, i in (("bos_token_id", g.bos_token_id), ("eos_token_id", g.eos_token_id),
+                               ("pad_token_id", g.pad_token_id))},
+        )
+        model = cls(config).to(gpt2.dtype)
+        state = {k: (v.t() if _is_conv1d_weight(k, v) else v) for k, v in gpt2.state_dict().items()}
+        state = {k: v for k, v in state.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        if config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+        if missing or unexpected:
+            raise ValueError(f"GPT-2 conversion mismatch: missing={missing} unexpected={unexpected}")
+        model.tie_weights()
+        return model.train(gpt2.training)
+
+    def to_gpt2(self):
+        """Return an equivalent ``transformers.GPT2LMHeadModel`` (weights copied)."""
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        c = self.config
+        g = GPT2Config(
+            vocab_size=c.vocab_size, n_positions=c.max_position_embeddings, n_embd=c.hidden_size,
+            n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, n_inner=c.intermediate_size,
+            activation_function="gelu_new", resid_pdrop=c.hidden_dropout_prob, embd_pdrop=c.hidden_dropout_prob,
+            attn_pdrop=c.attention_probs_dropout_prob, layer_norm_epsilon=c.layer_norm_eps,
+            tie_word_embeddings=c.tie_word_embeddings, bos_token_id=c.bos_token_id,
+            eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
+        )
+        gpt2 = GPT2LMHeadModel(g).to(self.dtype)
+        state = {k: (v.t().contiguous() if _is_conv1d_weight(k, v) else v) for k, v in self.state_dict().items()}
+        if not c.qkv_bias:  # GPT-2 always has a Q/K/V bias: zeros are the same function
+            for i in range(c.num_hidden_layers):
+                state[f"transformer.h.{i}.attn.c_attn.bias"] = torch.zeros(3 * c.hidden_size, dtype=self.dtype)
+        gpt2.load_state_dict(state, strict=not c.tie_word_embeddings)
+        gpt2.tie_weights()
+        return gpt2.train(self.training)
+
+
+def _is_conv1d_weight(name: str, tensor: torch.Tensor) -> bool:
+    return tensor.ndim == 2 and name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
+
+
+class GPTLiteForSequenceClassification(GPTLitePreTrainedModel):
+    """Backbone + a linear head read at the last real (non-pad) token of each sequence."""
+
+    def __init__(self, config: GPTLiteConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = GPTLiteModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        out = self.transformer(
+            input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache, **kwargs
+        )
+        logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
+        B, T = logits.shape[:2]
+        positions = torch.arange(T, device=logits.device)
+        if attention_mask is not None and attention_mask.ndim == 2:
+            # rightmost attended position: right for left- and right-padded batches alike
+            last = (positions * attention_mask[:, -T:].to(logits.device, torch.long)).argmax(-1)
+        elif input_ids is not None and self.config.pad_token_id is not None:
+            last = (positions * (input_ids != self.config.pad_token_id).to(logits.device, torch.long)).argmax(-1)
+        elif B == 1 or input_ids is None:
+            last = torch.full((B,), T - 1, device=logits.device)
+        else:
+            raise ValueError("batched classification needs an attention_mask or config.pad_token_id")
+        pooled = logits[torch.arange(B, device=logits.device), last]  # (B, num_labels)
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(pooled.device)
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                loss = F.mse_loss(pooled.squeeze(-1), labels.squeeze(-1).to(pooled.dtype)) if self.num_labels == 1 \
+                    else F.mse_loss(pooled, labels.to(pooled.dtype))
+            elif self.config.problem_type == "single_label_classification":
+                loss = F.cross_entropy(pooled.view(-1, self.num_labels), labels.view(-1))
+            else:
+                loss = F.binary_cross_entropy_with_logits(pooled, labels.to(pooled.dtype))
+        result = SequenceClassifierOutputWithPast(
+            loss=loss, logits=pooled, cache=out.cache,
+            hidden_states=out.hidden_states, attentions=out.attentions,
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+
+__all__ = [
+    "GPTLitePreTrainedModel",
+    "GPTLiteModel",
+    "GPTLiteForCausalLM",
+    "GPTLiteForSequenceClassification",
+]
