@@ -17,6 +17,8 @@ from pathlib import Path
 _PAGE_NUMBER = re.compile(r"[ \t]*\d{1,4}[ \t]*")
 # a line that opens a dialogue turn: "— Tu", "– Tu", "-- Tu", "- Tu", "--Tu"
 _DIALOGUE = re.compile(r"(?:[—–]|--|-\s)")
+# Portuguese clitic pronouns (and "feira" of the weekdays): after a line-end hyphen they mean a real hyphen
+_CLITIC = re.compile(r"(?:me|te|se|nos|vos|lhes?|[lnm]?[oa]s?|t[oa]s?|lh[oa]s?|feira)(?![^\W\d_])", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?…:;»”\"')\]]$")
 
 
@@ -74,8 +76,10 @@ def clean_book_text(text: str, wrap_width: int | None = None, min_fill: float = 
     - hard-wrapped lines are re-joined: a line at least ``min_fill * wrap_width`` long continues into the
       next one, unless the next line opens a dialogue turn ("— ...", "-- ...") or the line ends a sentence
       and the next starts with a capital (then it may be a paragraph end: when unsure the break is kept);
-    - a line ending in a hyphen ("fazê-" / "lo") is joined without a space ("fazê-lo"); "dirigi-" / "-me"
-      becomes "dirigi-me";
+    - a line ending in a hyphen after a letter, whatever its length, is a word cut in two and is joined without
+      a space: the hyphen stays before a clitic pronoun ("fazê-" / "lo" -> "fazê-lo", "dirigi-" / "-me" ->
+      "dirigi-me") and goes otherwise ("ordiná-" / "rio" -> "ordinário"; a compound cut at its own hyphen,
+      "guarda-" / "chuva", would lose it: rare in these books);
     - blank lines are paragraph breaks; ``\\r\\n`` becomes ``\\n``; trailing spaces are removed.
 
     ``wrap_width`` is estimated from the text (90th percentile of line lengths) when not given.
@@ -110,8 +114,10 @@ def clean_book_text(text: str, wrap_width: int | None = None, min_fill: float = 
         if current and _continues(previous, stripped, width, min_fill):
             if current.endswith("-") and stripped.startswith("-") and not _DIALOGUE.match(stripped):
                 current += stripped[1:]  # "dirigi-" + "-me"
+            elif current.endswith("-") and _CLITIC.match(stripped):
+                current += stripped  # "fazê-" + "lo": a hyphenated word, keep the hyphen
             elif current.endswith("-"):
-                current += stripped  # "fazê-" + "lo"
+                current = current[:-1] + stripped  # "ordiná-" + "rio": a syllable break, drop the hyphen
             else:
                 current += " " + stripped
         else:
@@ -126,12 +132,11 @@ def clean_book_text(text: str, wrap_width: int | None = None, min_fill: float = 
 
 def _continues(previous: str, line: str, width: int, min_fill: float) -> bool:
     """Whether ``line`` continues the paragraph whose last physical line is ``previous``."""
+    if previous[-2:-1].isalpha() and previous.endswith("-"):
+        if line[:1].isalpha() or (line.startswith("-") and line[1:2].isalpha()):
+            return True  # a word cut at a hyphen: "fazê-" / "lo", "dirigi-" / "-me"
     if len(previous) < min_fill * width:
         return False  # a short line ends its paragraph
-    if previous.endswith("-") and line[:1].isalpha():
-        return True  # word cut at a hyphen
-    if previous.endswith("-") and line.startswith("-") and line[1:2].isalpha():
-        return True  # "dirigi-" / "-me"
     if _DIALOGUE.match(line):
         return False  # a new dialogue turn
     if _SENTENCE_END.search(previous) and line[:1].isupper():
