@@ -356,7 +356,7 @@ config = AutoConfig.from_pretrained(folder, trust_remote_code=True, local_files_
 seq = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
 auto = AutoModelForSequenceClassification if seq else AutoModelForCausalLM
 model = auto.from_pretrained(folder, trust_remote_code=True, local_files_only=True).eval()
-tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
 ids = tokenizer(text, return_tensors="pt").input_ids.clamp_max(config.vocab_size - 1)
 with torch.no_grad():
     logits = model(ids).logits
@@ -381,7 +381,7 @@ def validate_upload_folder(folder: str | Path, reference_dir: str | Path | None 
                "PYTHONPATH": ""}
         out = Path(tmp) / "logits.safetensors"
         proc = subprocess.run([sys.executable, "-c", _LOAD_BACK_SCRIPT, str(folder), str(out), text],
-                              env=env, cwd=tmp, capture_output=True, text=True)
+                              env=env, cwd=tmp, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise RuntimeError(f"{folder} does not load back with trust_remote_code:\n{proc.stderr[-3000:]}")
         summary = json.loads(Path(str(out) + ".json").read_text())
