@@ -457,6 +457,8 @@ def push_to_hub(
     """
     check_repo_id(repo_id)
     check_model_dir(model_dir)
+    if dry_run is None and huggingface_hub.get_token() is None:  # fail before the slow part
+        raise PermissionError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
     card_args = dict(max_shard_size=max_shard_size, license=license, language=language, datasets=datasets)
     if dry_run is not None:
         folder = prepare_upload_folder(model_dir, dry_run, repo_id, **card_args)

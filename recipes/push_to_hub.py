@@ -7,6 +7,7 @@ The token comes from HF_TOKEN or `hf auth login` (resolved by huggingface_hub, n
 HF_ENDPOINT points the client at another Hub.
 """
 
+import argparse
 import json
 import logging
 import sys
@@ -36,13 +37,15 @@ def parse_config(argv: list[str]) -> PushConfig:
     """CLI flags, with `--config file.yaml` supplying defaults that flags override."""
     parser = HfArgumentParser(PushConfig)
     parser.add_argument("--config", default=None, help="YAML file with any of the fields above")
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        with open(known.config) as f:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    config_file = pre.parse_known_args(argv)[0].config
+    if config_file:
+        with open(config_file) as f:
             values = yaml.safe_load(f) or {}
         unknown = set(values) - {a.dest for a in parser._actions}
         if unknown:
-            parser.error(f"unknown keys in {known.config}: {sorted(unknown)}")
+            parser.error(f"unknown keys in {config_file}: {sorted(unknown)}")
         parser.set_defaults(**values)
         for action in parser._actions:  # a required field given in the YAML is no longer required on the CLI
             if action.dest in values:

@@ -186,8 +186,9 @@ class FakeHub:
                     return
                 repo_id = f"{payload['organization']}/{payload['name']}"
                 with hub.lock:
-                    if repo_id in hub.repos:
-                        return self._error(409, None, "You already created this model repo")
+                    if repo_id in hub.repos:  # the Hub's 409 body carries the url; the client reads it
+                        return self._send(409, {"error": "You already created this model repo",
+                                                "url": f"{hub.url}/{repo_id}"})
                     repo = hub.repos[repo_id] = Repo(private=payload.get("visibility") == "private")
                     repo.branches["main"] = hub._new_commit(repo, None, {".gitattributes": GITATTRIBUTES}, set(),
                                                             "initial commit")
