@@ -334,9 +334,12 @@ def _check_no_token(folder: Path) -> None:
     if not token:
         return
     needle = token.encode()
-    for path in folder.rglob("*"):
-        if path.is_file() and needle in path.read_bytes():
-            raise ValueError(f"{path.name} contains your Hub token; refusing to upload it (remove it from the run files)")
+    leaks = sorted(  # weights are written from tensors by save_pretrained: skip them
+        str(p.relative_to(folder)) for p in folder.rglob("*")
+        if p.is_file() and p.suffix != ".safetensors" and needle in p.read_bytes()
+    )
+    if leaks:
+        raise ValueError(f"{', '.join(leaks)} contain(s) your Hub token; refusing to upload (remove it from the run files)")
 
 
 # Run in a fresh interpreter: `import hf_gptlite` there would register the package's own classes, and

@@ -349,6 +349,15 @@ def test_bad_model_folders(run_dir, tmp_path):
     assert not (tmp_path / "out3").exists()  # a failed prepare leaves nothing behind
 
 
+def test_refuses_a_folder_that_would_publish_the_token(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    leaky = shutil.copytree(run_dir, tmp_path / "leaky")
+    (leaky / "training_config.json").write_text(json.dumps({**TRAINING_CONFIG, "notes": f"pushed with {TOKEN}"}))
+    with pytest.raises(ValueError, match=r"README.md, training_config.json contain\(s\) your Hub token") as err:
+        prepare_upload_folder(leaky, tmp_path / "out", "tester/x")
+    assert TOKEN not in str(err.value) and not (tmp_path / "out").exists()
+
+
 def load_recipe():
     spec = importlib.util.spec_from_file_location("push_to_hub_recipe", ROOT / "recipes" / "push_to_hub.py")
     module = importlib.util.module_from_spec(spec)
