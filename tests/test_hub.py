@@ -255,7 +255,7 @@ def test_card_kind_from_architecture_and_chat_template():
     assert card_kind(lm_config, plain) == "causal-lm"
 
 
-def test_dry_run_classifier_with_chat_template_free_tokenizer(tmp_path):
+def test_dry_run_classifier(tmp_path):
     torch.manual_seed(0)
     config = GPTLiteConfig.from_preset("tiny", num_labels=2, id2label={0: "ham", 1: "spam"}, label2id={"ham": 0, "spam": 1})
     model = GPTLiteForSequenceClassification(config).eval()
