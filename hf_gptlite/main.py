@@ -33,14 +33,12 @@ def generate_from_folder(folder: str, prompt: str = DEMO_PROMPT, max_new_tokens:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from accelerate import PartialState
-
     from .pretraining import PretrainConfig, run_pretraining
-    from .training import parse_config
+    from .training import distributed_state, parse_config
 
     cfg = parse_config(PretrainConfig, sys.argv[1:] if argv is None else argv)
     metrics = run_pretraining(cfg)
-    if PartialState().is_main_process:
+    if distributed_state().is_main_process:
         shown = {k: metrics[k] for k in ("eval_loss", "eval_perplexity", "eval_bits_per_char", "train_runtime_s",
                                          "tokens_per_s", "global_step", "num_parameters") if k in metrics}
         print("\nfinal metrics:", json.dumps(shown, indent=2))

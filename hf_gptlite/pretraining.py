@@ -11,13 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from .configuration_gptlite import GPTLiteConfig
 from .data.lm import build_lm_data, check_block_size, lm_dataloaders, load_hub_documents, load_text_documents
 from .modeling_gptlite import GPTLiteForCausalLM
-from .training import TrainingConfig, train
+from .training import TrainingConfig, distributed_state, train
 
 
 @dataclass
@@ -26,7 +25,7 @@ class PretrainConfig(TrainingConfig):
     output_dir: str = field(default="runs/pretrain_pt", metadata={"help": "run folder (checkpoints, logs, model)"})
     max_steps: int = field(default=600, metadata={"help": "optimizer updates"})
     max_train_minutes: float | None = field(
-        default=9.0, metadata={"help": "time budget in minutes (None: no budget); lowers max_steps to fit"}
+        default=9.0, metadata={"help": "time budget in minutes (0: none); lowers max_steps to fit"}
     )
     per_device_batch_size: int = 16
     learning_rate: float = 2e-3
@@ -76,7 +75,8 @@ class PretrainConfig(TrainingConfig):
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa | eager | flash_attention_2 ..."})
 
 
-def build_model_config(cfg: PretrainConfig, tokenizer) -> GPTLiteConfig:
+def build_model_config(cfg: PretrainConfig, tokenizer=None) -> GPTLiteConfig:
+    """The preset with the size overrides and dropout; with ``tokenizer``, its vocabulary and special ids."""
     from .tokenization import align_config_with_tokenizer
 
     overrides = {k: getattr(cfg, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -85,7 +85,7 @@ def build_model_config(cfg: PretrainConfig, tokenizer) -> GPTLiteConfig:
     config = GPTLiteConfig.from_preset(
         cfg.model_preset, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, **overrides
     )
-    return align_config_with_tokenizer(config, tokenizer)
+    return align_config_with_tokenizer(config, tokenizer) if tokenizer is not None else config
 
 
 def load_or_train_tokenizer(cfg: PretrainConfig, texts):
@@ -100,7 +100,7 @@ def load_or_train_tokenizer(cfg: PretrainConfig, texts):
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
-    state = PartialState()
+    state = distributed_state()
     folder = Path(cfg.output_dir) / "tokenizer"
     with state.main_process_first():
         if cfg.resume_from_checkpoint and (folder / "tokenizer.json").is_file():
@@ -121,8 +121,10 @@ def load_or_train_tokenizer(cfg: PretrainConfig, texts):
 
 def run_pretraining(cfg: PretrainConfig) -> dict:
     """The whole pretraining job; returns the final metrics (also written to ``output_dir/metrics.json``)."""
-    state = PartialState()
+    state = distributed_state()
     set_seed(cfg.seed)
+    block_size = cfg.block_size or build_model_config(cfg).max_position_embeddings
+    check_block_size(block_size, build_model_config(cfg).max_position_embeddings)  # fail before any work
     # 1. documents, validation held out by document
     if cfg.dataset_name:
         if cfg.train_files:
@@ -143,8 +145,6 @@ def run_pretraining(cfg: PretrainConfig) -> dict:
     # 2. tokenizer and model
     tokenizer = load_or_train_tokenizer(cfg, tokenizer_texts)
     config = build_model_config(cfg, tokenizer)
-    block_size = cfg.block_size or config.max_position_embeddings
-    check_block_size(block_size, config.max_position_embeddings)
     tokenizer.model_max_length = config.max_position_embeddings
     set_seed(cfg.seed)
     model = GPTLiteForCausalLM._from_config(config, attn_implementation=cfg.attn_implementation)

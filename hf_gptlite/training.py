@@ -54,7 +54,7 @@ class TrainingConfig:
     num_epochs: float = field(default=1.0, metadata={"help": "passes over the training data when max_steps <= 0"})
     max_train_minutes: float | None = field(
         default=None,
-        metadata={"help": "time budget: lowers max_steps (and the cosine horizon) so the run ends on time"},
+        metadata={"help": "time budget (None or 0: none): lowers max_steps and the cosine horizon to end on time"},
     )
     per_device_batch_size: int = field(default=16, metadata={"help": "sequences per batch on each process"})
     per_device_eval_batch_size: int | None = field(default=None, metadata={"help": "None: per_device_batch_size"})
@@ -118,6 +118,15 @@ def resolve_mixed_precision(requested: str = "auto") -> str:
     if getattr(cpu, "_is_amx_tile_supported", lambda: False)() or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
         return "bf16"
     return "no"
+
+
+def distributed_state():
+    """accelerate's ``PartialState`` as ``Accelerator`` will see it. Creating a bare ``PartialState()`` before the
+    ``Accelerator`` would ignore ``ACCELERATE_USE_CPU`` and turn a multi-process CPU launch into one process."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 # ---- optimizer and schedule ----------------------------------------------------------------------
@@ -462,7 +471,7 @@ class Trainer:
         """With ``max_train_minutes``: lower the planned steps to fit the budget. True when time is up."""
         budget = self.config.max_train_minutes
         done = self.global_step - start_step
-        if budget is None or done < 5:
+        if not budget or budget <= 0 or done < 5:
             return False
         elapsed = time.perf_counter() - start
         if elapsed >= budget * 60:
@@ -696,5 +705,5 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike) ->
 
 __all__ = [
     "TrainingConfig", "Trainer", "TrainingDivergedError", "train", "resolve_mixed_precision", "parameter_groups",
-    "create_optimizer", "WarmupCosine", "parse_config", "list_checkpoints", "resolve_checkpoint", "plot_loss_curve", "read_log",
+    "create_optimizer", "WarmupCosine", "parse_config", "distributed_state", "list_checkpoints", "resolve_checkpoint", "plot_loss_curve", "read_log",
 ]
