@@ -11,15 +11,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from hf_gptlite.data.text import default_corpus_files
+from hf_gptlite.tokenization import train_bpe_tokenizer
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import hf_gptlite  # noqa: F401  (Auto classes)
 from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM
-from hf_gptlite.data.lm import build_lm_data, check_block_size, lm_dataloaders, load_text_documents, split_document
-from hf_gptlite.data.text import default_corpus_files
+from hf_gptlite.data.lm import (
+    build_lm_data,
+    check_block_size,
+    lm_dataloaders,
+    load_text_documents,
+    split_document,
+)
 from hf_gptlite.pretraining import PretrainConfig, run_pretraining
-from hf_gptlite.tokenization import train_bpe_tokenizer
 from hf_gptlite.training import (
     Trainer,
     TrainingConfig,
