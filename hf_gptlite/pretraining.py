@@ -23,18 +23,18 @@ from .training import TrainingConfig, distributed_state, train
 class PretrainConfig(TrainingConfig):
     # ---- where the run goes and how long it trains (the CPU main job's defaults)
     output_dir: str = field(default="runs/pretrain_pt", metadata={"help": "run folder (checkpoints, logs, model)"})
-    max_steps: int = field(default=600, metadata={"help": "optimizer updates"})
+    max_steps: int = field(default=2000, metadata={"help": "optimizer updates (a cap: the time budget binds first on CPU)"})
     max_train_minutes: float | None = field(
-        default=9.0, metadata={"help": "time budget in minutes (0: none); lowers max_steps to fit"}
+        default=8.5, metadata={"help": "time budget in minutes (0: none); lowers max_steps and the cosine horizon to fit"}
     )
-    per_device_batch_size: int = 16
+    per_device_batch_size: int = 8  # x 256 tokens = 2,048 tokens per step: many small steps suit a short run
     learning_rate: float = 2e-3
-    warmup_steps: int = 30
+    warmup_steps: int = 20
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     logging_steps: int = 10
     eval_steps: int = 100
-    eval_max_batches: int | None = 16
+    eval_max_batches: int | None = 8
     save_steps: int = 200
     sample_prompt: str | None = field(default="Era uma vez um rapaz que", metadata={"help": "prompt for samples"})
     # ---- data
@@ -70,7 +70,7 @@ class PretrainConfig(TrainingConfig):
     max_position_embeddings: int | None = field(default=None, metadata={"help": "overrides the preset"})
     dropout: float = field(default=0.0, metadata={"help": "hidden and attention dropout"})
     block_size: int | None = field(
-        default=128, metadata={"help": "training context in tokens (None: the model's max_position_embeddings)"}
+        default=None, metadata={"help": "training context in tokens (None: the model's max_position_embeddings)"}
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa | eager | flash_attention_2 ..."})
 

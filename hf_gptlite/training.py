@@ -266,6 +266,7 @@ class Trainer:
             raise ValueError("the training data has no length (streaming): set max_steps")
         else:
             total = max(1, math.ceil(c.num_epochs * steps_per_epoch))
+        self._planned_steps = total
         self.schedule = WarmupCosine(c.warmup_steps, total, c.min_lr_ratio)
         scheduler = LambdaLR(optimizer, self.schedule)
         self.model, self.optimizer, self.train_dataloader, self.scheduler = acc.prepare(
@@ -468,21 +469,25 @@ class Trainer:
             self.batches_into_epoch = 0
 
     def _maybe_apply_time_budget(self, start: float, start_step: int) -> bool:
-        """With ``max_train_minutes``: lower the planned steps to fit the budget. True when time is up."""
+        """With ``max_train_minutes``: set the planned steps (and so the cosine horizon) to what fits in the
+        budget at the speed measured since the 3rd step of this invocation (capped at ``max_steps``).
+        Returns True when the time is up."""
         budget = self.config.max_train_minutes
-        done = self.global_step - start_step
-        if not budget or budget <= 0 or done < 5:
+        if not budget or budget <= 0:
             return False
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget * 60:
+        now = time.perf_counter()
+        if self.global_step - start_step == 3:
+            self._budget_ref = (now, self.global_step)  # the first steps are slower (allocations)
+        if now - start >= budget * 60:
             return True
-        per_step = elapsed / done
-        fit = self.global_step + int((budget * 60 - elapsed) / per_step)
-        if fit < self.total_steps:
-            fit = max(fit, self.global_step + 1)
-            fit = self.accelerator.reduce(torch.tensor(fit, device=self.accelerator.device), "min").item()
-            if fit < self.total_steps:
-                self.schedule.total_steps = int(fit)
+        ref = getattr(self, "_budget_ref", None)
+        if ref is None or self.global_step - ref[1] < 3:
+            return False
+        per_step = (now - ref[0]) / (self.global_step - ref[1])
+        fit = self.global_step + int((budget * 60 - (now - start)) / per_step)
+        cap = self.config.max_steps if self.config.max_steps > 0 else self._planned_steps
+        fit = torch.tensor(max(self.global_step + 1, min(fit, cap)), device=self.accelerator.device)
+        self.schedule.total_steps = int(self.accelerator.reduce(fit, "min").item())  # same plan on every process
         return False
 
     def train(self) -> dict[str, float]:
@@ -542,8 +547,7 @@ class Trainer:
             window_time += dt
             bar.update(1)
             budget_up = self._maybe_apply_time_budget(start, start_step)
-            if budget_up or self.global_step >= self.total_steps:
-                bar.total = self.global_step
+            bar.total = self.global_step if budget_up else self.total_steps
             bar.refresh()
 
             if self.global_step % c.logging_steps == 0 or self.global_step == self.total_steps or budget_up:
