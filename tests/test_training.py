@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_gptlite.data.text import default_corpus_files
-from hf_gptlite.tokenization import train_bpe_tokenizer
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -25,7 +23,9 @@ from hf_gptlite.data.lm import (
     load_text_documents,
     split_document,
 )
+from hf_gptlite.data.text import default_corpus_files
 from hf_gptlite.pretraining import PretrainConfig, run_pretraining
+from hf_gptlite.tokenization import train_bpe_tokenizer
 from hf_gptlite.training import (
     Trainer,
     TrainingConfig,
@@ -147,6 +147,24 @@ def test_validation_is_held_out_by_document_and_scores_every_token(corpus):
     assert data.eval_num_characters == sum(map(len, val_docs)) + len(val_docs)
     train = data.train[:]
     assert train["input_ids"].shape[1] == 32 and bool((train["input_ids"] == train["labels"]).all())
+
+
+def test_streamed_documents_train_through_the_same_loop(corpus, tmp_path):
+    import datasets
+
+    train_docs, val_docs = load_text_documents(corpus["files"], clean=True)
+    stream = datasets.Dataset.from_dict({"text": train_docs}).to_iterable_dataset()
+    data = build_lm_data(corpus["tokenizer"], 32, train_dataset=stream, val_docs=val_docs)
+    assert isinstance(data.train, datasets.IterableDataset) and data.eval_num_characters > 0
+    train_loader, eval_loader = lm_dataloaders(data, batch_size=4)
+    model = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny", vocab_size=len(corpus["tokenizer"])))
+    with pytest.raises(ValueError, match="set max_steps"):
+        Trainer(model, train_loader, eval_loader, corpus["tokenizer"],
+                TrainingConfig(output_dir=str(tmp_path), report_to="none"))
+    metrics = Trainer(model, train_loader, eval_loader, corpus["tokenizer"],
+                      TrainingConfig(output_dir=str(tmp_path), max_steps=4, report_to="none"),
+                      eval_num_characters=data.eval_num_characters).train()
+    assert metrics["global_step"] == 4 and metrics["train_tokens"] == 4 * 4 * 32
 
 
 # ---- bad input ----------------------------------------------------------------------------------
@@ -275,7 +293,7 @@ def test_two_process_ddp_run(corpus, tmp_path):
 
 def _run(out, corpus, extra=()):
     cmd = [sys.executable, str(RECIPE), "--output_dir", str(out), "--train_files", *corpus["files"],
-           "--tokenizer_name_or_path", corpus["tokenizer_dir"], "--max_steps", "40", "--save_steps", "5",
+           "--tokenizer_name_or_path", corpus["tokenizer_dir"], "--max_steps", "30", "--save_steps", "5",
            "--dropout", "0.1", "--seed", "7", "--eval_steps", "10", *TINY_FLAGS, *extra]
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -295,7 +313,7 @@ def test_killed_run_resumes_to_the_same_weights(corpus, tmp_path):
     assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (out / "metrics.json").exists()
     killed_at = list_checkpoints(out)[-1].name
-    assert killed_at != "step_40"
+    assert killed_at != "step_30"
 
     resumed = _run(out, corpus, ["--resume_from_checkpoint", "latest"])
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
