@@ -235,10 +235,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
 
 
 def test_time_budget_ends_the_run_on_time_with_a_shorter_schedule(corpus, tmp_path):
-    trainer = _tiny_trainer(corpus, tmp_path, max_steps=100_000, max_train_minutes=0.1, warmup_steps=2)
+    trainer = _tiny_trainer(corpus, tmp_path, max_steps=100_000, max_train_minutes=0.25, warmup_steps=2)
     metrics = trainer.train()
     assert 2 < metrics["global_step"] < 100_000
-    assert metrics["train_runtime_s"] < 6 + 5  # the budget plus at most a few slow steps
+    assert metrics["train_runtime_s"] < 15 + 5  # the budget plus at most a few slow steps
     assert trainer.schedule.total_steps < 100_000  # the cosine was fitted to the budget ...
     lr = [r["learning_rate"] for r in trainer.history if "learning_rate" in r]
     assert lr[-1] < 0.5 * max(lr)  # ... so the learning rate was annealed before the end
