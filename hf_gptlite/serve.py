@@ -6,7 +6,7 @@ with ``trust_remote_code``, is not found. This entry point puts the GPTLite clas
 runs the unchanged ``transformers serve`` command line (same arguments, same OpenAI-compatible endpoints)::
 
     python -m hf_gptlite.serve runs/instruct --host 127.0.0.1 --port 8000
-    transformers chat http://127.0.0.1:8000 runs/instruct    # or any OpenAI client
+    transformers chat runs/instruct http://127.0.0.1:8000    # or any OpenAI client
 
 A GPT-2 export (``GPTLiteForCausalLM.to_gpt2()`` saved with the tokenizer) needs no help: plain
 ``transformers serve`` loads it.
