@@ -1,0 +1,15 @@
+"""Chat with an instruction-tuned GPTLite in the terminal; replies stream token by token (``TextStreamer``).
+
+    python recipes/chat.py --model_name_or_path runs/instruct
+    python recipes/chat.py --message "Name three primary colors."          # one answer, then exit
+    python recipes/chat.py --message "Translate to French." --input "Good morning"
+
+Prompts go through the model's chat template (the Alpaca layout). Every field of
+``hf_gptlite.instruct.ChatConfig`` is a flag (``--help``).
+"""
+
+from hf_gptlite.instruct import ChatConfig, run_chat
+from hf_gptlite.training import parse_config
+
+if __name__ == "__main__":
+    run_chat(parse_config(ChatConfig))
