@@ -8,6 +8,7 @@ FLOPs not counted; the peak is the best fp32 FLOP/s of a large torch.mm measured
 
     python bench/train_step.py                       # both shapes, CPU defaults (a few minutes on 2 cores)
     python bench/train_step.py --shapes small --reps 5 --markdown
+    python bench/train_step.py --variants gpt2,ours-compiled --shapes small
     python bench/train_step.py --profile             # + torch.profiler top ops of one step per variant
 """
 
@@ -29,7 +30,8 @@ from common import has_native_bf16, load_average, machine, make_config, matmul_p
 VARIANTS = {
     "gpt2": "transformers GPT2LMHeadModel (sdpa, AdamW foreach)",
     "ours": "GPTLiteForCausalLM eager (sdpa, AdamW foreach)",
-    "ours-fast": "GPTLiteForCausalLM fast path (torch.compile, fused AdamW{bf16})",
+    "ours-fast": "GPTLiteForCausalLM fast path (fused AdamW{bf16})",
+    "ours-compiled": "GPTLiteForCausalLM fast path + torch.compile",
 }
 
 
@@ -49,10 +51,11 @@ def worker(conn, variant: str, shape: str, batch: int, seq: int, device_name: st
     device = torch.device(device_name)
     model = build(variant, shape, device)
     n_params = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
-    fast = variant == "ours-fast"
+    fast = variant in ("ours-fast", "ours-compiled")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=fast or None)
     bf16 = fast and has_native_bf16(device)
-    forward = torch.compile(model) if fast else model
+    compiled = variant == "ours-compiled"
+    forward = torch.compile(model) if compiled else model
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=gen).to(device)
 
@@ -65,7 +68,7 @@ def worker(conn, variant: str, shape: str, batch: int, seq: int, device_name: st
         return loss
 
     t = time.perf_counter()
-    for _ in range(2 if fast else 1):  # compile (fast path) / first-touch allocations
+    for _ in range(2 if compiled else 1):  # compilation / first-touch allocations
         step()
     sync(device)
     conn.send(dict(warmup_s=time.perf_counter() - t, n_params=n_params, bf16=bf16))
@@ -99,7 +102,8 @@ def worker(conn, variant: str, shape: str, batch: int, seq: int, device_name: st
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="small,124m", help="comma list from bench/common.py SHAPES")
-    p.add_argument("--variants", default="gpt2,ours,ours-fast")
+    p.add_argument("--variants", default=None, help="default gpt2,ours,ours-fast (+ours-compiled on GPU); "
+                   "ours-compiled costs minutes of compilation on a 2-core CPU")
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--batch", default=None, help="batch per shape, e.g. 'small=4,124m=2' (default: CPU 4/2, GPU 32/16)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per repetition (default: CPU 2, GPU 10)")
@@ -116,7 +120,7 @@ def main():
     if args.batch:
         batch.update({k: int(v) for k, v in (kv.split("=") for kv in args.batch.split(","))})
     steps = args.steps or (10 if gpu else 2)
-    variants = args.variants.split(",")
+    variants = (args.variants or "gpt2,ours,ours-fast" + (",ours-compiled" if gpu else "")).split(",")
     for v in variants:
         if v not in VARIANTS:
             raise SystemExit(f"unknown variant {v!r}; choose from {sorted(VARIANTS)}")
@@ -164,7 +168,7 @@ def main():
         f"Machine: {machine(device)}; fp32 `torch.mm` peak measured {peak / 1e9:.1f} GFLOP/s; "
         f"load average before/after {load_before} → {load_after}.",
         f"Context {args.seq}, {steps} steps × {args.reps} repetitions (median); "
-        f"`python bench/train_step.py --shapes {args.shapes} --reps {args.reps}`",
+        f"`python bench/train_step.py --shapes {args.shapes} --reps {args.reps} --variants {','.join(variants)}`",
         "",
         f"| shape | batch | implementation | tokens/s (min–max) | × GPT-2 | MFU | {mem_name} |",
         "|---|---|---|---|---|---|---|",
