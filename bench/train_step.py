@@ -39,9 +39,18 @@ def build(variant: str, shape: str, device: torch.device):
     from hf_gptlite import GPTLiteForCausalLM
 
     torch.manual_seed(0)
-    model = GPTLiteForCausalLM(make_config(shape))
-    if variant == "gpt2":
-        model = model.to_gpt2()  # the same weights in transformers' own GPT-2
+    config = make_config(shape)
+    if variant == "gpt2":  # the same shape in transformers' own GPT-2, built directly so that no second model
+        # inflates this worker's peak RSS (weights do not matter for speed; parity is tested in tests/)
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        model = GPT2LMHeadModel(GPT2Config(
+            vocab_size=config.vocab_size, n_positions=config.max_position_embeddings, n_embd=config.hidden_size,
+            n_layer=config.num_hidden_layers, n_head=config.num_attention_heads, n_inner=config.intermediate_size,
+            activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id))
+    else:
+        model = GPTLiteForCausalLM(config)
     model.set_attn_implementation("sdpa")
     return model.to(device).train()
 
