@@ -137,7 +137,8 @@ def main():
         f"Machine: {machine(device)}; shape `{args.shape}` "
         f"({config.num_hidden_layers} layers, {config.hidden_size} wide, vocab {config.vocab_size}); greedy, "
         f"{args.prompt}-token prompt, median of {args.reps}; load average {load_before} → {load_after}.",
-        f"`python bench/generate.py --shape {args.shape} --reps {args.reps}{' --static' if args.static else ''}`",
+        f"`python bench/generate.py --shape {args.shape} --reps {args.reps} --threads {args.threads}"
+        f"{' --static' if args.static else ''}`",
         "",
         "| batch | new tokens | GPTLite tok/s | GPT-2 tok/s | × GPT-2 | TTFT GPTLite / GPT-2 (ms) "
         "| no-cache loop tok/s | cache × no-cache |",
