@@ -104,7 +104,7 @@ def main():
             row = dict(B=B, n=n, ours=B * n / median(t["ours"]), gpt2=B * n / median(t["gpt2"]),
                        ttft_ours=median(ttft["ours"]), ttft_gpt2=median(ttft["gpt2"]), nocache=None)
             if str(B) in args.no_cache_batches.split(","):
-                secs, out = timed(lambda: generate_no_cache(ours, prompts[B], n), device)
+                secs, out = timed(lambda B=B, n=n: generate_no_cache(ours, prompts[B], n), device)
                 if not torch.equal(out, run(ours, B, n)[1]):
                     raise SystemExit("the no-cache loop and generate() disagree")
                 row["nocache"] = B * n / secs

@@ -25,7 +25,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from common import has_native_bf16, load_average, machine, make_config, matmul_peak_flops, median, pick_device, sync  # noqa: E402
+from common import (  # noqa: E402
+    has_native_bf16,
+    load_average,
+    machine,
+    make_config,
+    matmul_peak_flops,
+    median,
+    pick_device,
+    sync,
+)
 
 VARIANTS = {
     "gpt2": "transformers GPT2LMHeadModel (sdpa, AdamW foreach)",
