@@ -64,6 +64,8 @@ class GPTLiteConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     use_cache: bool = True
     tie_word_embeddings: bool = True
+    # round the embedding/output rows up to a multiple of this (64 suits GPU matmuls); logits keep vocab_size columns
+    pad_vocab_size_multiple: int | None = None
     bos_token_id: int | None = None  # set from the tokenizer (tokenization.align_config_with_tokenizer)
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
@@ -92,12 +94,21 @@ class GPTLiteConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"GPTLiteConfig.{name} must be in [0, 1), got {value!r}")
+        m = self.pad_vocab_size_multiple
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m <= 0):
+            raise ValueError(f"GPTLiteConfig.pad_vocab_size_multiple must be a positive integer or None, got {m!r}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"GPTLiteConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
         for name in ("bos_token_id", "pad_token_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ValueError(f"GPTLiteConfig.{name}={value} is outside the vocabulary (size {self.vocab_size})")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token embedding / output layer: vocab_size rounded up to pad_vocab_size_multiple."""
+        m = self.pad_vocab_size_multiple or 1
+        return -(-self.vocab_size // m) * m
 
     @property
     def head_dim(self) -> int:

@@ -135,7 +135,7 @@ class GPTLiteModel(GPTLitePreTrainedModel):
 
     def __init__(self, config: GPTLiteConfig):
         super().__init__(config)
-        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.wte = nn.Embedding(config.padded_vocab_size, config.hidden_size)
         self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.drop = nn.Dropout(config.hidden_dropout_prob)
         self.h = nn.ModuleList(GPTLiteBlock(config, i) for i in range(config.num_hidden_layers))
@@ -221,7 +221,7 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
     def __init__(self, config: GPTLiteConfig):
         super().__init__(config)
         self.transformer = GPTLiteModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.padded_vocab_size, bias=False)
         self.post_init()
 
     def get_output_embeddings(self):
@@ -250,7 +250,9 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
         )
         hidden_states = out.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', vocab)
+        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', padded vocab)
+        if logits.shape[-1] != self.config.vocab_size:  # pad_vocab_size_multiple: drop the padding rows' logits
+            logits = logits[..., : self.config.vocab_size]  # a view; the loss reads it without a copy
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
@@ -311,6 +313,9 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
         )
         gpt2 = GPT2LMHeadModel(g).to(self.dtype)
         state = {k: (v.t().contiguous() if _is_conv1d_weight(k, v) else v) for k, v in self.state_dict().items()}
+        for k in ("transformer.wte.weight", "lm_head.weight"):  # drop pad_vocab_size_multiple's padding rows
+            if k in state:
+                state[k] = state[k][: c.vocab_size]
         if not c.qkv_bias:  # GPT-2 always has a Q/K/V bias: zeros are the same function
             for i in range(c.num_hidden_layers):
                 state[f"transformer.h.{i}.attn.c_attn.bias"] = torch.zeros(3 * c.hidden_size, dtype=self.dtype)

@@ -1,0 +1,91 @@
+"""Shared bits of the benchmarks: machine description, matmul peak, shapes, timing helpers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+
+from hf_gptlite import GPTLiteConfig
+
+# The two shapes of issue 8. Dropout 0 so both implementations do the same work.
+SHAPES = {
+    "small": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=6, vocab_size=8192,
+                  max_position_embeddings=1024),
+    "124m": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, vocab_size=50257,
+                 max_position_embeddings=1024),
+    # the project's cpu-small preset, with room for a 32-token prompt + 512 new tokens
+    "cpu-small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, vocab_size=8192,
+                      max_position_embeddings=1024),
+}
+
+
+def make_config(shape: str, **overrides) -> GPTLiteConfig:
+    if shape not in SHAPES:
+        raise SystemExit(f"unknown shape {shape!r}; choose from {sorted(SHAPES)}")
+    return GPTLiteConfig(**{**SHAPES[shape], "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                            "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2, **overrides})
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or "cpu"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        pass
+    return f"{model}, {torch.get_num_threads()} threads ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """bf16 autocast only pays where the hardware has bf16 math (CUDA Ampere+, CPU AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def matmul_peak_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """Best fp32 FLOP/s of an n x n @ n x n torch.mm on this device (the MFU denominator)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = float("inf")
+    for i in range(reps + 1):
+        sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        if i:  # the first is a warm-up
+            best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def median(xs):
+    return statistics.median(xs)
