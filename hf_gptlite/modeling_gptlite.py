@@ -230,6 +230,16 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
+    def _head(self, hidden):  # (B, T, H) -> (B, T, V)
+        head, rows = self.lm_head, hidden.shape[0] * hidden.shape[1]
+        # Decoding a few rows on CPU: MKL runs x @ W^T slowly for a [V, H] weight; W @ x^T (same numbers, a
+        # transposed view) measured 1.5-5x faster at 2-32 rows. Only for a plain, hook-free nn.Linear, so
+        # PEFT / accelerate hooks on the head still run through its forward.
+        if (not self.training and hidden.device.type == "cpu" and 2 <= rows <= 32 and type(head) is nn.Linear
+                and not (head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook"))):
+            return (head.weight @ hidden.reshape(rows, -1).T).T.reshape(*hidden.shape[:2], -1)
+        return head(hidden)
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -250,7 +260,7 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
         )
         hidden_states = out.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])  # (B, T', padded vocab)
+        logits = self._head(hidden_states[:, keep, :])  # (B, T', padded vocab)
         if logits.shape[-1] != self.config.vocab_size:  # pad_vocab_size_multiple: drop the padding rows' logits
             logits = logits[..., : self.config.vocab_size]  # a view; the loss reads it without a copy
         loss = None
