@@ -51,8 +51,9 @@ def load_classifier_from_lm(
     is replaced when the labels differ), or a GPT-2 folder / Hub id. `from_scratch=True` keeps only the
     architecture and tokenizer and initialises every weight randomly (the no-pretraining baseline).
     """
-    import hf_gptlite  # noqa: F401  (registers the Auto classes)
     from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    import hf_gptlite  # noqa: F401  (registers the Auto classes)
 
     from .modeling_gptlite import GPTLiteForCausalLM, GPTLiteForSequenceClassification
 

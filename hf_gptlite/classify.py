@@ -33,8 +33,9 @@ def check_model_dir(path: str | os.PathLike) -> Path:
 
 def load_classifier(path: str | os.PathLike, device: str | int | None = None):
     """`pipeline("text-classification")` over a saved folder (local folders only; Hub ids go through pipeline)."""
-    import hf_gptlite  # noqa: F401  (registers the gptlite Auto classes)
     from transformers import pipeline
+
+    import hf_gptlite  # noqa: F401  (registers the gptlite Auto classes)
 
     path = check_model_dir(path)
     return pipeline("text-classification", model=str(path), device=device)

@@ -135,8 +135,9 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
             (out / name).unlink(missing_ok=True)
         merged.save_pretrained(out)
     # 6. test set, read back from the saved folder (so the numbers are those of what ships)
-    import hf_gptlite  # noqa: F401
     from transformers import AutoModelForSequenceClassification
+
+    import hf_gptlite  # noqa: F401
 
     saved = AutoModelForSequenceClassification.from_pretrained(out).eval()
     test_loader = classification_dataloader(tokenized["test"], tokenizer, eval_bs, False)
