@@ -1,7 +1,8 @@
 """Fine-tuning a pretrained GPTLite into a spam classifier: split -> tokenize -> ``training.train`` -> test.
 
 ``SpamConfig`` is the one home of the defaults (the book's chapter 6 on the project's own CPU model: the
-balanced SMS split, last block + final norm + head trained). ``recipes/finetune_spam.py`` parses it and
+balanced SMS split, every weight trained — the book trains only the last block of GPT-2 124M, which on the
+small Portuguese-pretrained CPU model reached 77% validation accuracy against 97% for `all`). ``recipes/finetune_spam.py`` parses it and
 ``bench/spam.py`` calls ``run_spam_finetune`` with overrides. A run's folder ends up with::
 
     model.safetensors config.json (+ code files) tokenizer files   -> pipeline("text-classification", model=DIR)
@@ -38,9 +39,9 @@ from .training import TrainingConfig, distributed_state, train
 class SpamConfig(TrainingConfig):
     # ---- run
     output_dir: str = field(default="runs/spam", metadata={"help": "run folder (model, metrics, plots)"})
-    num_epochs: float = field(default=5.0, metadata={"help": "passes over the training split"})
-    per_device_batch_size: int = 8
-    learning_rate: float = 5e-4
+    num_epochs: float = field(default=3.0, metadata={"help": "passes over the training split"})
+    per_device_batch_size: int = 16
+    learning_rate: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 20
     logging_steps: int = 10
@@ -53,11 +54,16 @@ class SpamConfig(TrainingConfig):
         metadata={"help": "causal-LM folder (GPTLite or GPT-2) or a GPT-2 Hub id; default: the pretraining job's"},
     )
     from_scratch: bool = field(default=False, metadata={"help": "same architecture + tokenizer, random weights"})
-    trainable: str = field(default="last_block", metadata={"help": "head | last_block | all | lora"})
+    trainable: str = field(
+        default="all",
+        metadata={"help": "head | last_block | all | lora (all: the small CPU model needs it; the book's GPT-2 "
+                          "124M used last_block)"},
+    )
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     max_length: int | None = field(default=None, metadata={"help": "truncate messages (None: the model's context)"})
+    group_by_length: bool = field(default=True, metadata={"help": "batch messages of similar length (less padding)"})
     # ---- data
     dataset_name_or_path: str | None = field(
         default=None, metadata={"help": "Hub data set id or CSV/TSV/JSONL file (default: the shipped SMS collection)"}
@@ -103,7 +109,8 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
     with state.main_process_first():
         tokenized = {name: tokenize_split(ds, tokenizer, max_length) for name, ds in splits.items()}
     eval_bs = cfg.per_device_eval_batch_size or cfg.per_device_batch_size
-    train_loader = classification_dataloader(tokenized["train"], tokenizer, cfg.per_device_batch_size, True, cfg.seed)
+    train_loader = classification_dataloader(tokenized["train"], tokenizer, cfg.per_device_batch_size, True, cfg.seed,
+                                              cfg.group_by_length)
     val_loader = classification_dataloader(tokenized["validation"], tokenizer, eval_bs, False)
     if state.is_main_process:
         print(f"spam fine-tune: {cfg.model_name_or_path}{' (random init)' if cfg.from_scratch else ''}, "
