@@ -63,7 +63,6 @@ class SpamConfig(TrainingConfig):
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     max_length: int | None = field(default=None, metadata={"help": "truncate messages (None: the model's context)"})
-    group_by_length: bool = field(default=True, metadata={"help": "batch messages of similar length (less padding)"})
     # ---- data
     dataset_name_or_path: str | None = field(
         default=None, metadata={"help": "Hub data set id or CSV/TSV/JSONL file (default: the shipped SMS collection)"}
@@ -109,8 +108,7 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
     with state.main_process_first():
         tokenized = {name: tokenize_split(ds, tokenizer, max_length) for name, ds in splits.items()}
     eval_bs = cfg.per_device_eval_batch_size or cfg.per_device_batch_size
-    train_loader = classification_dataloader(tokenized["train"], tokenizer, cfg.per_device_batch_size, True, cfg.seed,
-                                              cfg.group_by_length)
+    train_loader = classification_dataloader(tokenized["train"], tokenizer, cfg.per_device_batch_size, True, cfg.seed)
     val_loader = classification_dataloader(tokenized["validation"], tokenizer, eval_bs, False)
     if state.is_main_process:
         print(f"spam fine-tune: {cfg.model_name_or_path}{' (random init)' if cfg.from_scratch else ''}, "
