@@ -1,0 +1,141 @@
+"""Spam classifier benchmark: the recipe from the project's pretrained model vs. the same model from random
+initialisation vs. TF-IDF + logistic regression, on one shared split, in one run.
+
+    python bench/spam.py --pretrained runs/pretrain_pt            # the main job's model (default path)
+    python bench/spam.py --pretrained runs/pretrain_pt --seeds 0 1 2 --trainable all
+
+Each transformer row is the mean (and spread) over the seeds of `hf_gptlite.spam.run_spam_finetune` with the
+recipe's defaults (recipes/configs/finetune_spam.yaml) plus the flags given here; wall time is the whole job
+(load, tokenize, train, validate, save, test). TF-IDF's regularisation C is chosen on the validation split.
+Target: on the balanced split, the recipe's mean test accuracy >= TF-IDF's, within 10 minutes of compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TARGET_MINUTES = 10.0
+
+
+def tfidf_logreg(splits, metric, seed: int) -> dict:
+    """Word 1-2-gram TF-IDF + logistic regression; C picked on validation accuracy."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    x_train = vectorizer.fit_transform(splits["train"]["text"])
+    y_train = list(splits["train"]["label"])
+    best = None
+    for c in (0.1, 1.0, 10.0, 100.0):
+        clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x_train, y_train)
+        val = metric.compute(predictions=clf.predict(vectorizer.transform(splits["validation"]["text"])).tolist(),
+                             references=list(splits["validation"]["label"]))["accuracy"]
+        if best is None or val > best[0]:
+            best = (val, c, clf)
+    _, c, clf = best
+    test = metric.compute(predictions=clf.predict(vectorizer.transform(splits["test"]["text"])).tolist(),
+                          references=list(splits["test"]["label"]))
+    return {"test_accuracy": test["accuracy"], "test_f1": test["f1"], "C": c}
+
+
+def summarise(name: str, runs: list[dict]) -> dict:
+    acc = [r["test_accuracy"] for r in runs]
+    f1 = [r["test_f1"] for r in runs]
+    wall = [r["wall_s"] for r in runs]
+    return {
+        "method": name, "seeds": len(runs),
+        "test_accuracy_mean": statistics.mean(acc), "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
+        "test_f1_mean": statistics.mean(f1), "wall_s_total": sum(wall), "wall_s_median": statistics.median(wall),
+        "runs": runs,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrained", default="runs/pretrain_pt", help="the pretraining job's output folder")
+    parser.add_argument("--output_dir", default="runs/bench_spam")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--trainable", default=None, help="override the recipe's trainable (head|last_block|all|lora)")
+    parser.add_argument("--num_epochs", type=float, default=None)
+    parser.add_argument("--learning_rate", type=float, default=None)
+    parser.add_argument("--full", action="store_true", help="the full imbalanced collection instead of balanced")
+    parser.add_argument("--skip_scratch", action="store_true", help="omit the random-initialisation rows")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from hf_gptlite.classification import load_metric
+    from hf_gptlite.data.sms import prepare_sms_splits
+    from hf_gptlite.spam import SpamConfig, run_spam_finetune
+    from hf_gptlite.training import parse_config
+
+    pretrained = Path(args.pretrained)
+    if not (pretrained / "config.json").is_file():
+        parser.error(f"no pretrained model at {pretrained} (run `python -m hf_gptlite.main` first, or pass --pretrained)")
+    out = Path(args.output_dir)
+    base = parse_config(SpamConfig, ["--config", str(REPO / "recipes" / "configs" / "finetune_spam.yaml")])
+    overrides = {k: getattr(args, k) for k in ("trainable", "num_epochs", "learning_rate") if getattr(args, k) is not None}
+    split_dir = out / ("split_full" if args.full else "split_balanced")
+    splits = prepare_sms_splits(split_dir, balanced=not args.full, seed=base.split_seed)
+    print(f"torch threads: {torch.get_num_threads()}; split {split_dir}: "
+          + ", ".join(f"{k} {v.num_rows}" for k, v in splits.items()), flush=True)
+
+    bench_start = time.perf_counter()
+    results = {}
+    kinds = [("pretrained", False)] + ([] if args.skip_scratch else [("scratch", True)])
+    for kind, from_scratch in kinds:
+        runs = []
+        for seed in args.seeds:
+            cfg = SpamConfig(**{**vars(base), **overrides, "model_name_or_path": str(pretrained),
+                                "from_scratch": from_scratch, "seed": seed, "balanced": not args.full,
+                                "split_dir": str(split_dir), "output_dir": str(out / f"{kind}_seed{seed}")})
+            start = time.perf_counter()
+            m = run_spam_finetune(cfg)
+            runs.append({"seed": seed, "test_accuracy": m["test_accuracy"], "test_f1": m["test_f1"],
+                         "wall_s": time.perf_counter() - start, "train_runtime_s": m["train_runtime_s"]})
+        results[kind] = summarise(f"GPTLite recipe ({'random init' if from_scratch else 'pretrained'})", runs)
+    metric = load_metric()
+    runs = []
+    for seed in args.seeds:
+        start = time.perf_counter()
+        r = tfidf_logreg(splits, metric, seed)
+        runs.append({"seed": seed, **r, "wall_s": time.perf_counter() - start})
+    results["tfidf"] = summarise("TF-IDF + logistic regression", runs)
+    total_s = time.perf_counter() - bench_start
+
+    recipe, tfidf = results["pretrained"], results["tfidf"]
+    settings = {**{k: getattr(base, k) for k in ("trainable", "num_epochs", "learning_rate", "per_device_batch_size")},
+                **overrides}
+    print(f"\nspam benchmark ({'full' if args.full else 'balanced'} split, test n={splits['test'].num_rows}, "
+          f"seeds {args.seeds}, pretrained={pretrained}, {settings})")
+    print(f"| {'method':<38} | {'test acc (mean, min-max)':<25} | {'test F1':>7} | {'wall s (all seeds)':>18} |")
+    print(f"|{'-' * 40}|{'-' * 27}|{'-' * 9}|{'-' * 20}|")
+    for r in results.values():
+        print(f"| {r['method']:<38} | {r['test_accuracy_mean']:.2%} ({r['test_accuracy_min']:.2%}-"
+              f"{r['test_accuracy_max']:.2%}) | {r['test_f1_mean']:7.4f} | {r['wall_s_total']:18.1f} |")
+    gap = (recipe["test_accuracy_mean"] - tfidf["test_accuracy_mean"]) * 100
+    ratio = recipe["test_accuracy_mean"] / tfidf["test_accuracy_mean"]
+    within = recipe["wall_s_total"] / 60 <= TARGET_MINUTES
+    print(f"\nrecipe - TF-IDF: {gap:+.2f} accuracy points (ratio {ratio:.4f}; one test message = "
+          f"{100 / splits['test'].num_rows:.2f} points); recipe compute {recipe['wall_s_total'] / 60:.1f} min "
+          f"for {len(args.seeds)} seeds (target <= {TARGET_MINUTES:.0f}); whole bench {total_s / 60:.1f} min")
+    met = gap >= 0 and within
+    print("target " + ("MET" if met else "MISSED") + (
+        "" if met else f": accuracy short by {max(0.0, -gap):.2f} points" + ("" if within else ", over the time budget")))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_spam.json").write_text(json.dumps(
+        {"settings": settings, "pretrained": str(pretrained), "seeds": args.seeds, "balanced": not args.full,
+         "results": results, "gap_points": gap, "target_met": met, "total_s": total_s}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
