@@ -10,6 +10,17 @@ SAMPLE_TEXT = (
 ) * 20
 
 
+# Prepended to `python -c` scripts: makes `import hf_gptlite` fail, to prove a saved folder stands alone.
+IMPORT_BLOCKER = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_gptlite" or name.startswith("hf_gptlite."):
+            raise ImportError("hf_gptlite is blocked in this process")
+sys.meta_path.insert(0, _Block())
+"""
+
+
 def random_gpt2(seed=0, scale=6.0, **shape):
     """A randomly initialised transformers GPT-2 whose weights are scaled up so greedy outputs vary."""
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import random_gpt2
+from conftest import IMPORT_BLOCKER, random_gpt2
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
@@ -310,16 +310,6 @@ def test_pipelines_on_saved_models(tmp_path, byte_tokenizer):
     assert all(0.0 <= p["score"] <= 1.0 for p in preds)
 
 
-BLOCKER = textwrap.dedent(
-    """
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_gptlite" or name.startswith("hf_gptlite."):
-                raise ImportError("hf_gptlite is blocked in this process")
-    sys.meta_path.insert(0, _Block())
-    """
-)
 
 
 def test_trust_remote_code_load_without_the_package(tmp_path):
@@ -329,7 +319,7 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     x = torch.randint(3, 320, (2, 9))
     with torch.no_grad():
         save_file({"x": x, "logits": model(x).logits.contiguous()}, tmp_path / "expected.safetensors")
-    script = BLOCKER + textwrap.dedent(
+    script = IMPORT_BLOCKER + textwrap.dedent(
         f"""
         import torch
         try:

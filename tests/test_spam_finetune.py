@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import IMPORT_BLOCKER
 
 from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM
 from hf_gptlite.data.sms import load_labelled_texts, read_splits
@@ -78,21 +79,11 @@ def test_pipeline_loads_the_run_and_agrees_with_metrics(spam_run):
     assert abs(correct - round(metrics["test_accuracy"] * test.num_rows)) <= 1
 
 
-BLOCKER = textwrap.dedent(
-    """
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_gptlite" or name.startswith("hf_gptlite."):
-                raise ImportError("hf_gptlite is blocked in this test")
-    sys.meta_path.insert(0, _Block())
-    """
-)
 
 
 def test_remote_code_pipeline_without_the_package(spam_run, tmp_path):
     run, _, _ = spam_run
-    script = BLOCKER + textwrap.dedent(
+    script = IMPORT_BLOCKER + textwrap.dedent(
         f"""
         from transformers import pipeline
         clf = pipeline("text-classification", model={str(run)!r}, trust_remote_code=True)
