@@ -231,13 +231,13 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
         self.lm_head = value
 
     def _head(self, hidden):  # (B, T, H) -> (B, T, V)
-        head, rows = self.lm_head, hidden.shape[0] * hidden.shape[1]
-        # Decoding a few rows on CPU: MKL runs x @ W^T slowly for a [V, H] weight; W @ x^T (same numbers, a
-        # transposed view) measured 1.5-5x faster at 2-32 rows. Only for a plain, hook-free nn.Linear, so
-        # PEFT / accelerate hooks on the head still run through its forward.
-        if (not self.training and hidden.device.type == "cpu" and 2 <= rows <= 32 and type(head) is nn.Linear
+        head, (B, T) = self.lm_head, hidden.shape[:2]
+        # A decoding step of a few sequences on CPU (T == 1, 2-32 rows): MKL runs x @ W^T slowly for a [V, H]
+        # weight; W @ x^T (the same numbers, a transposed view) measured 1.5-5x faster. Only there, and only for a
+        # plain hook-free nn.Linear, so PEFT / accelerate hooks on the head still run through its forward.
+        if (not self.training and T == 1 and 2 <= B <= 32 and hidden.device.type == "cpu" and type(head) is nn.Linear
                 and not (head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook"))):
-            return (head.weight @ hidden.reshape(rows, -1).T).T.reshape(*hidden.shape[:2], -1)
+            return (head.weight @ hidden[:, 0].T).T.unsqueeze(1)
         return head(hidden)
 
     def forward(
