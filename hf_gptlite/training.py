@@ -672,6 +672,9 @@ def parse_config(config_class, args: list[str] | None = None):
             if isinstance(value, str) and action.type not in (None, str):  # YAML reads "1e-3" as a string
                 values[key] = action.type(value)
         parser.set_defaults(**values)
+        for action in parser._actions:  # a value from the YAML satisfies a required flag
+            if action.dest in values:
+                action.required = False
     config = parser.parse_args_into_dataclasses(args=rest)[0]  # [1]: the namespace holding --config
     return config
 

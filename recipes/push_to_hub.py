@@ -7,16 +7,13 @@ The token comes from HF_TOKEN or `hf auth login` (resolved by huggingface_hub, n
 HF_ENDPOINT points the client at another Hub.
 """
 
-import argparse
 import json
 import logging
 import sys
 from dataclasses import dataclass, field
 
-import yaml
-from transformers import HfArgumentParser
-
 from hf_gptlite.hub import push_to_hub
+from hf_gptlite.training import parse_config as parse_recipe_config
 
 
 @dataclass
@@ -34,24 +31,8 @@ class PushConfig:
 
 
 def parse_config(argv: list[str]) -> PushConfig:
-    """CLI flags, with `--config file.yaml` supplying defaults that flags override."""
-    parser = HfArgumentParser(PushConfig)
-    parser.add_argument("--config", default=None, help="YAML file with any of the fields above")
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    config_file = pre.parse_known_args(argv)[0].config
-    if config_file:
-        with open(config_file) as f:
-            values = yaml.safe_load(f) or {}
-        unknown = set(values) - {a.dest for a in parser._actions}
-        if unknown:
-            parser.error(f"unknown keys in {config_file}: {sorted(unknown)}")
-        parser.set_defaults(**values)
-        for action in parser._actions:  # a required field given in the YAML is no longer required on the CLI
-            if action.dest in values:
-                action.required = False
-    config = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)[0]  # [1]: the --config namespace
-    return config
+    """CLI flags, with `--config file.yaml` supplying defaults that flags override (the recipes' shared parser)."""
+    return parse_recipe_config(PushConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,13 +8,10 @@
 Then: ``AutoTokenizer.from_pretrained(DIR)``.
 """
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 
-import yaml
-from transformers import HfArgumentParser
-
+from hf_gptlite import training
 from hf_gptlite.data.text import clean_book_text, default_corpus_files, read_text_files
 from hf_gptlite.tokenization import train_bpe_tokenizer
 
@@ -40,20 +37,8 @@ class TrainTokenizerConfig:
 
 
 def parse_config(argv=None) -> TrainTokenizerConfig:
-    """CLI flags, over the values of an optional `--config file.yaml`."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(TrainTokenizerConfig)
-    if known.config:
-        with open(known.config, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
-        parser.set_defaults(**values)
-        for action in parser._actions:  # a value from the YAML satisfies a required flag
-            if action.dest in values:
-                action.required = False
-    (config,) = parser.parse_args_into_dataclasses(rest)
-    return config
+    """CLI flags, over the values of an optional `--config file.yaml` (the recipes' shared parser)."""
+    return training.parse_config(TrainTokenizerConfig, argv)
 
 
 def corpus(config: TrainTokenizerConfig):

@@ -21,6 +21,21 @@ sys.meta_path.insert(0, _Block())
 """
 
 
+def run_without_hf_gptlite(script: str, tmp_path):
+    """Run `script` in a fresh interpreter where hf_gptlite cannot be imported (empty HF_HOME, offline);
+    assert it succeeded and return the completed process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", IMPORT_BLOCKER + script], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def random_gpt2(seed=0, scale=6.0, **shape):
     """A randomly initialised transformers GPT-2 whose weights are scaled up so greedy outputs vary."""
     torch.manual_seed(seed)

@@ -2,13 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import IMPORT_BLOCKER, random_gpt2
+from conftest import random_gpt2, run_without_hf_gptlite
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
@@ -319,7 +317,7 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
     x = torch.randint(3, 320, (2, 9))
     with torch.no_grad():
         save_file({"x": x, "logits": model(x).logits.contiguous()}, tmp_path / "expected.safetensors")
-    script = IMPORT_BLOCKER + textwrap.dedent(
+    script = textwrap.dedent(
         f"""
         import torch
         try:
@@ -337,11 +335,7 @@ def test_trust_remote_code_load_without_the_package(tmp_path):
         print("MODULE", type(m).__module__)
         """
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_without_hf_gptlite(script, tmp_path)
     assert "MODULE transformers_modules" in proc.stdout
     expected = load_file(tmp_path / "expected.safetensors")["logits"]
     assert torch.equal(load_file(tmp_path / "got.safetensors")["logits"], expected)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import IMPORT_BLOCKER
+from conftest import run_without_hf_gptlite
 
 from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM
 from hf_gptlite.data.sms import load_labelled_texts, read_splits
@@ -83,7 +83,7 @@ def test_pipeline_loads_the_run_and_agrees_with_metrics(spam_run):
 
 def test_remote_code_pipeline_without_the_package(spam_run, tmp_path):
     run, _, _ = spam_run
-    script = IMPORT_BLOCKER + textwrap.dedent(
+    script = textwrap.dedent(
         f"""
         from transformers import pipeline
         clf = pipeline("text-classification", model={str(run)!r}, trust_remote_code=True)
@@ -92,11 +92,7 @@ def test_remote_code_pipeline_without_the_package(spam_run, tmp_path):
         print("PRED", clf("WINNER!! claim your free prize now")[0]["label"])
         """
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_without_hf_gptlite(script, tmp_path)
     assert "MODULE transformers_modules" in proc.stdout
     assert any(line in ("PRED ham", "PRED spam") for line in proc.stdout.splitlines()), proc.stdout
 
