@@ -1,6 +1,6 @@
 """Benchmark of the main job: the default CPU pretraining run, measured.
 
-    python bench/pretrain.py                          # run `python -m hf_gptlite.main` (about 10 minutes), then report
+    python bench/pretrain.py                          # run `gptlite-main` (about 10 minutes), then report
     python bench/pretrain.py --run_dir runs/pretrain_pt   # report an existing run from its files
 
 Prints wall time, training throughput (overall and the median of the logged windows), the final validation
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", help="report this finished run instead of training")
     parser.add_argument("--output_dir", default="runs/bench_pretrain", help="where the benchmark run goes")
-    parser.add_argument("extra", nargs="*", help="extra flags for hf_gptlite.main (after --)")
+    parser.add_argument("extra", nargs="*", help="extra flags for gptlite-main (after --)")
     args = parser.parse_args()
 
     wall = None
@@ -43,7 +43,7 @@ def main() -> None:
     else:
         run = Path(args.output_dir)
         print(f"load average before: {load_average()}", flush=True)
-        cmd = [sys.executable, "-m", "hf_gptlite.main", "--output_dir", str(run), *args.extra]
+        cmd = [sys.executable, "-m", "hf_gptlite", "main", "--output_dir", str(run), *args.extra]
         print("running:", " ".join(cmd), flush=True)
         start = time.perf_counter()
         subprocess.run(cmd, check=True)

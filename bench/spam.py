@@ -72,14 +72,14 @@ def main(argv=None) -> int:
 
     import torch
 
-    from hf_gptlite.classification import load_metric
-    from hf_gptlite.data.sms import prepare_sms_splits
+    from hf_gptlite.cli import parse_config
     from hf_gptlite.spam import SpamConfig, run_spam_finetune
-    from hf_gptlite.training import parse_config
+    from hf_gptlite.spam.data import prepare_sms_splits
+    from hf_gptlite.spam.evaluate import load_metric
 
     pretrained = Path(args.pretrained)
     if not (pretrained / "config.json").is_file():
-        parser.error(f"no pretrained model at {pretrained} (run `python -m hf_gptlite.main` first, or pass --pretrained)")
+        parser.error(f"no pretrained model at {pretrained} (run `gptlite-main` first, or pass --pretrained)")
     out = Path(args.output_dir)
     base = parse_config(SpamConfig, ["--config", str(REPO / "recipes" / "configs" / "finetune_spam.yaml")])
     overrides = {k: getattr(args, k) for k in ("trainable", "num_epochs", "learning_rate") if getattr(args, k) is not None}

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerFast
 
-from .data.text import read_text_files
+from .data.text import clean_book_text, default_corpus_files, read_text_files
 
 logger = logging.getLogger(__name__)
 
@@ -214,4 +215,70 @@ def align_config_with_tokenizer(config, tokenizer, fixed_vocab: bool = False):
     return config
 
 
-__all__ = ["SPECIAL_TOKENS", "align_config_with_tokenizer", "load_gpt2_tokenizer", "train_bpe_tokenizer"]
+def ensure_pad_token(tokenizer):
+    """Give ``tokenizer`` a pad token when it has none (GPT-2's): its EOS, as transformers does. Padding is
+    always masked (attention mask, ``-100`` labels), so the id never reaches a loss. Returns the tokenizer."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"the tokenizer of {tokenizer.name_or_path!r} has neither a pad nor an eos token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# ---- the tokenizer job (recipes/train_tokenizer.py, python -m hf_gptlite train_tokenizer) --------------------
+@dataclass
+class TokenizerConfig:
+    output_dir: str = field(metadata={"help": "Folder to save the tokenizer into (created if missing)."})
+    files: list[str] | None = field(
+        default=None, metadata={"help": "UTF-8 text files. Default (no --files, no --dataset): the embedded novels."}
+    )
+    dataset: str | None = field(default=None, metadata={"help": "A `datasets` name or path, instead of --files."})
+    dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    split: str = field(default="train", metadata={"help": "The dataset split."})
+    text_column: str = field(default="text", metadata={"help": "The dataset column holding the text."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset instead of downloading it all."})
+    clean: bool = field(
+        default=False, metadata={"help": "Apply clean_book_text to --files (always done for the embedded novels)."}
+    )
+    vocab_size: int = field(default=8192, metadata={"help": "Vocabulary size, special tokens included."})
+    min_frequency: int = field(default=2, metadata={"help": "Minimum count of a pair to be merged."})
+    add_bos: bool = field(default=False, metadata={"help": "Encode every text as [BOS] ...."})
+    add_eos: bool = field(default=False, metadata={"help": "Encode every text as ... [EOS]."})
+
+
+def tokenizer_corpus(config: TokenizerConfig):
+    """The training texts: --files, --dataset, or the embedded novels (cleaned)."""
+    if config.files is not None and config.dataset is not None:
+        raise ValueError("give --files or --dataset, not both")
+    if config.dataset is not None:
+        import datasets
+
+        ds = datasets.load_dataset(config.dataset, config.dataset_config, split=config.split, streaming=config.streaming)
+        if ds.column_names is not None and config.text_column not in ds.column_names:
+            raise ValueError(f"dataset {config.dataset!r} has no column {config.text_column!r}; columns: {ds.column_names}")
+        return ds[config.text_column]
+    if config.files is not None:
+        if not config.files:
+            raise ValueError("--files was given no file")
+        texts = read_text_files(config.files)
+        return [clean_book_text(t) for t in texts] if config.clean else texts
+    return [clean_book_text(t) for t in read_text_files(default_corpus_files())]
+
+
+def run_train_tokenizer(config: TokenizerConfig) -> PreTrainedTokenizerFast:
+    """Train the tokenizer ``config`` describes, save it to ``config.output_dir``, print what was saved."""
+    tokenizer = train_bpe_tokenizer(
+        tokenizer_corpus(config),
+        vocab_size=config.vocab_size,
+        min_frequency=config.min_frequency,
+        add_bos=config.add_bos,
+        add_eos=config.add_eos,
+    )
+    tokenizer.save_pretrained(config.output_dir)
+    print(f"saved a {len(tokenizer)}-token tokenizer to {config.output_dir}")
+    print(f"'desconectado' -> {tokenizer.tokenize('desconectado')}")
+    return tokenizer
+
+
+__all__ = ["SPECIAL_TOKENS", "TokenizerConfig", "align_config_with_tokenizer", "ensure_pad_token",
+           "load_gpt2_tokenizer", "run_train_tokenizer", "tokenizer_corpus", "train_bpe_tokenizer"]

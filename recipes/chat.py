@@ -5,11 +5,12 @@
     python recipes/chat.py --message "Translate to French." --input "Good morning"
 
 Prompts go through the model's chat template (the Alpaca layout). Every field of
-``hf_gptlite.instruct.ChatConfig`` is a flag (``--help``).
+``hf_gptlite.instruct.chat.ChatConfig`` is a flag (``--help``).
 """
 
-from hf_gptlite.instruct import ChatConfig, run_chat
-from hf_gptlite.training import parse_config
+import sys
+
+from hf_gptlite.cli import run_command
 
 if __name__ == "__main__":
-    run_chat(parse_config(ChatConfig))
+    sys.exit(run_command("chat"))

@@ -5,17 +5,12 @@
     python recipes/evaluate_instruct.py --judge true --judge_url http://HOST:8000/v1 --judge_model NAME
 
 Writes ``test_responses.jsonl`` and merges ``rouge_l`` (and ``judge_score_mean`` + distribution) into the
-model folder's ``metrics.json``. Every field of ``hf_gptlite.instruct.EvaluateInstructConfig`` is a flag.
+model folder's ``metrics.json``. Every field of ``hf_gptlite.instruct.evaluate.EvaluateInstructConfig`` is a flag.
 """
 
 import sys
 
-from hf_gptlite.instruct import EvaluateInstructConfig, run_evaluate_instruct
-from hf_gptlite.judge import JudgeRequestError, JudgeUnreachableError
-from hf_gptlite.training import parse_config
+from hf_gptlite.cli import run_command
 
 if __name__ == "__main__":
-    try:
-        run_evaluate_instruct(parse_config(EvaluateInstructConfig))
-    except (JudgeUnreachableError, JudgeRequestError) as e:
-        sys.exit(f"error: {e}")
+    sys.exit(run_command("evaluate_instruct"))

@@ -6,11 +6,12 @@ shared Accelerate loop -> a model folder with the chat template.
     python recipes/finetune_instruct.py --lora true --mask_prompt true --output_dir runs/instruct_lora
     python recipes/finetune_instruct.py --model_name_or_path openai-community/gpt2-medium --data tatsu-lab/alpaca
 
-Every field of ``hf_gptlite.instruct.FinetuneInstructConfig`` is a flag (``--help`` lists them).
+Every field of ``hf_gptlite.instruct.finetune.FinetuneInstructConfig`` is a flag (``--help`` lists them).
 """
 
-from hf_gptlite.instruct import FinetuneInstructConfig, run_finetune_instruct
-from hf_gptlite.training import parse_config
+import sys
+
+from hf_gptlite.cli import run_command
 
 if __name__ == "__main__":
-    run_finetune_instruct(parse_config(FinetuneInstructConfig))
+    sys.exit(run_command("finetune_instruct"))

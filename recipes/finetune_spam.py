@@ -5,13 +5,14 @@
     python recipes/finetune_spam.py --model_name_or_path openai-community/gpt2 --trainable lora   # GPT-2, converted
     accelerate launch --config_file recipes/configs/accelerate_ddp.yaml recipes/finetune_spam.py --config ...
 
-Every field of ``hf_gptlite.spam.SpamConfig`` is a flag (``--help`` lists them). The run folder works with
+Every field of ``hf_gptlite.spam.config.SpamConfig`` is a flag (``--help`` lists them). The run folder works with
 ``pipeline("text-classification", model=OUTPUT_DIR)``, ``gptlite-classify --model OUTPUT_DIR`` and
 ``GPTLITE_SPAM_MODEL=OUTPUT_DIR chainlit run recipes/spam_app.py``.
 """
 
-from hf_gptlite.spam import SpamConfig, run_spam_finetune
-from hf_gptlite.training import parse_config
+import sys
+
+from hf_gptlite.cli import run_command
 
 if __name__ == "__main__":
-    run_spam_finetune(parse_config(SpamConfig))
+    sys.exit(run_command("finetune_spam"))

@@ -6,11 +6,12 @@
         --config recipes/configs/pretrain_gpt2_small_gpu.yaml
     python recipes/pretrain.py --resume_from_checkpoint latest              # continue a killed run
 
-Every field of ``hf_gptlite.pretraining.PretrainConfig`` is a flag (``--help`` lists them).
+Every field of ``hf_gptlite.pretrain.config.PretrainConfig`` is a flag (``--help`` lists them).
 """
 
-from hf_gptlite.pretraining import PretrainConfig, run_pretraining
-from hf_gptlite.training import parse_config
+import sys
+
+from hf_gptlite.cli import run_command
 
 if __name__ == "__main__":
-    run_pretraining(parse_config(PretrainConfig))
+    sys.exit(run_command("pretrain"))

@@ -10,7 +10,7 @@ import os
 
 import chainlit as cl
 
-from hf_gptlite.classify import DEFAULT_MODEL_ENV, ModelNotFoundError, classify, load_classifier
+from hf_gptlite.spam.predict import DEFAULT_MODEL_ENV, ModelFolderError, classify, load_classifier
 
 DEFAULT_MODEL_DIR = "runs/spam"
 _classifier = None
@@ -21,7 +21,7 @@ def model_dir() -> str:
 
 
 def get_classifier():
-    """Load the pipeline once per server; raises ModelNotFoundError with instructions if the folder is missing."""
+    """Load the pipeline once per server; raises ModelFolderError with instructions if the folder is missing."""
     global _classifier
     if _classifier is None:
         _classifier = load_classifier(model_dir())
@@ -38,7 +38,7 @@ def answer(text: str) -> str:
 async def start():
     try:
         await cl.make_async(get_classifier)()
-    except ModelNotFoundError as e:
+    except ModelFolderError as e:
         await cl.Message(content=f"Model not found. {e}. Set ${DEFAULT_MODEL_ENV} to a classifier folder.").send()
         return
     await cl.Message(content=f"Spam classifier loaded from `{model_dir()}`. Type an SMS message.").send()
@@ -51,6 +51,6 @@ async def on_message(message: cl.Message):
         return
     try:
         reply = await cl.make_async(answer)(message.content)
-    except ModelNotFoundError as e:
+    except ModelFolderError as e:
         reply = f"Model not found. {e}. Set ${DEFAULT_MODEL_ENV} to a classifier folder."
     await cl.Message(content=reply).send()

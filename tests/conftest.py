@@ -1,8 +1,13 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE_TEXT = (
     "O rato roeu a roupa do rei de Roma. The quick brown fox jumps over the lazy dog. "
@@ -62,3 +67,69 @@ def byte_tokenizer():
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator([SAMPLE_TEXT], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]")
+
+
+# ---- a tiny pretraining set-up shared by the training-loop and pretraining tests ------------------------
+TINY_FLAGS = [
+    "--model_preset", "tiny", "--block_size", "32", "--per_device_batch_size", "8", "--logging_steps", "2",
+    "--max_train_minutes", "0", "--report_to", "none", "--sample_max_new_tokens", "8",
+]
+
+
+def recipe_env():
+    """The environment of a recipe run in a subprocess: the checkout importable, one thread per process."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("ACCELERATE_MIXED_PRECISION", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """Two small 'books' (slices of the embedded novels) and a 300-token tokenizer trained on them."""
+    from hf_gptlite.data.text import default_corpus_files
+    from hf_gptlite.pretrain.data import load_text_documents
+    from hf_gptlite.tokenization import train_bpe_tokenizer
+
+    folder = tmp_path_factory.mktemp("corpus")
+    files = []
+    for i, path in enumerate(default_corpus_files()[:2]):
+        text = path.read_text(encoding="utf-8")[20_000:50_000]
+        files.append(folder / f"book{i}.txt")
+        files[-1].write_text(text, encoding="utf-8")
+    train_docs, _ = load_text_documents(files, clean=True)
+    tokenizer = train_bpe_tokenizer(train_docs, vocab_size=300, show_progress=False)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    return {"files": [str(f) for f in files], "tokenizer": tokenizer, "tokenizer_dir": str(folder / "tokenizer")}
+
+
+def tiny_pretrain_cfg(corpus, out, **kw):
+    """A ``PretrainConfig`` of a few steps of the tiny preset on ``corpus``."""
+    from hf_gptlite.pretrain import PretrainConfig
+
+    values = dict(
+        output_dir=str(out), train_files=corpus["files"], tokenizer_name_or_path=corpus["tokenizer_dir"],
+        model_preset="tiny", block_size=32, per_device_batch_size=8, max_steps=10, logging_steps=2, eval_steps=0,
+        save_steps=0, max_train_minutes=None, report_to="none", sample_max_new_tokens=8, clean_text=True,
+    )
+    values.update(kw)
+    return PretrainConfig(**values)
+
+
+def tiny_trainer(corpus, out, hidden_size=64, model_cls=None, **kw):
+    """The generic ``Trainer`` on packed blocks of ``corpus`` with the LM metric function."""
+    from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM
+    from hf_gptlite.pretrain.data import build_lm_data, lm_dataloaders, load_text_documents
+    from hf_gptlite.pretrain.metrics import lm_metrics
+    from hf_gptlite.training import Trainer, TrainingConfig
+
+    tok = corpus["tokenizer"]
+    config = GPTLiteConfig.from_preset("tiny", hidden_size=hidden_size, vocab_size=len(tok), hidden_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = (model_cls or GPTLiteForCausalLM)(config)
+    train_docs, val_docs = load_text_documents(corpus["files"], clean=True)
+    data = build_lm_data(tok, 32, train_docs, val_docs)
+    train_loader, eval_loader = lm_dataloaders(data, batch_size=8)
+    values = dict(output_dir=str(out), max_steps=12, logging_steps=2, report_to="none", learning_rate=3e-3)
+    values.update(kw)
+    return Trainer(model, train_loader, eval_loader, tok, TrainingConfig(**values),
+                   compute_metrics=lm_metrics(data.eval_num_characters))

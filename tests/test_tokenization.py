@@ -13,8 +13,15 @@ from tokenizers.pre_tokenizers import ByteLevel
 from transformers import AutoTokenizer
 
 from hf_gptlite import GPTLiteConfig
+from hf_gptlite.cli import parse_config, run_command
 from hf_gptlite.data.text import clean_book_text, default_corpus_files, read_text_files
-from hf_gptlite.tokenization import align_config_with_tokenizer, load_gpt2_tokenizer, train_bpe_tokenizer
+from hf_gptlite.tokenization import (
+    TokenizerConfig,
+    align_config_with_tokenizer,
+    load_gpt2_tokenizer,
+    run_train_tokenizer,
+    train_bpe_tokenizer,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BOS, EOS, PAD = 0, 1, 2
@@ -303,18 +310,13 @@ def test_recipe_end_to_end(tmp_path):
 
 
 def test_recipe_yaml_config_and_errors(tmp_path, capsys):
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        import train_tokenizer
-    finally:
-        sys.path.remove(str(REPO / "recipes"))
     text = tmp_path / "t.txt"
     text.write_text(read_text_files(default_corpus_files()[0])[0][:5_000], encoding="utf-8")
     config_file = tmp_path / "tok.yaml"
     config_file.write_text(f"output_dir: {tmp_path / 'out'}\nfiles: [{text}]\nvocab_size: 270\n", encoding="utf-8")
-    config = train_tokenizer.parse_config(["--config", str(config_file), "--vocab_size", "280"])
+    config = parse_config(TokenizerConfig, ["--config", str(config_file), "--vocab_size", "280"])
     assert (config.files, config.vocab_size) == ([str(text)], 280)  # the CLI wins over the YAML
-    assert len(train_tokenizer.main(["--config", str(config_file)])) == 270
+    assert len(run_train_tokenizer(parse_config(TokenizerConfig, ["--config", str(config_file)]))) == 270
     assert AutoTokenizer.from_pretrained(tmp_path / "out").eos_token_id == EOS
 
     empty = tmp_path / "empty.txt"
@@ -325,11 +327,12 @@ def test_recipe_yaml_config_and_errors(tmp_path, capsys):
         (["--files", str(text), "--vocab_size", "100"], "at least 259"),
     ]:
         with pytest.raises((ValueError, FileNotFoundError), match=message):
-            train_tokenizer.main([*args, "--output_dir", str(tmp_path / "bad")])
+            run_train_tokenizer(parse_config(TokenizerConfig, [*args, "--output_dir", str(tmp_path / "bad")]))
     no_files = tmp_path / "no_files.yaml"
     no_files.write_text(f"output_dir: {tmp_path / 'bad'}\nfiles: []\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no file"):
-        train_tokenizer.main(["--config", str(no_files)])
-    assert train_tokenizer.cli(["--files", str(tmp_path / "nope.txt"), "--output_dir", str(tmp_path / "bad")]) == 1
+        run_train_tokenizer(parse_config(TokenizerConfig, ["--config", str(no_files)]))
+    capsys.readouterr()
+    assert run_command("train_tokenizer", ["--files", str(tmp_path / "nope.txt"), "--output_dir", str(tmp_path / "bad")]) == 2
     assert "error: text file not found" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -1,1 +1,2 @@
-"""Data helpers: text corpora (``text``); task data sets live in their own modules."""
+"""Data shared by several jobs: text corpora and their cleaning (``text``: the tokenizer and pretraining read it).
+Each task's own data lives in its folder (``pretrain/data.py``, ``spam/data.py``, ``instruct/data.py``)."""

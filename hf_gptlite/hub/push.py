@@ -1,0 +1,494 @@
+"""Share a trained GPTLite on the Hugging Face Hub.
+
+    model dir (save_pretrained + metrics.json ...) -> upload folder (safetensors shards, config with auto_map,
+    code files, tokenizer, generation config, run files, README.md card) -> validated by loading it back
+    with trust_remote_code -> create_repo + upload_folder
+
+The card is filled from a template in ``hub/cards/`` (package data) with the run's real config and metrics;
+a metric the run did not measure is left out. The token is resolved by huggingface_hub (``HF_TOKEN``,
+``hf auth login``); this module never prints it and checks it was not written into the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import huggingface_hub
+import torch
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from safetensors.torch import load_file
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+
+import hf_gptlite  # noqa: F401  (registers the Auto classes used to re-save the model)
+
+from ..loading import check_model_dir
+
+logger = logging.getLogger(__name__)
+
+MODEL_CARD_DIR = Path(__file__).resolve().parent / "cards"  # package data: a wheel install has them too
+CARD_TEMPLATES = {
+    "causal-lm": "causal_lm.md",
+    "spam-classifier": "spam_classifier.md",
+    "instruction": "instruction_model.md",
+}
+PIPELINE_TAGS = {"causal-lm": "text-generation", "spam-classifier": "text-classification", "instruction": "text-generation"}
+RUN_FILES = ("metrics.json", "training_config.json", "loss_curve.png")  # copied as-is when present
+
+# metrics.json key -> (model-index metric type, readable name). Other `eval_*` / `test_*` keys keep their name.
+METRIC_NAMES = {
+    "eval_loss": ("loss", "Validation loss"),
+    "eval_perplexity": ("perplexity", "Validation perplexity"),
+    "eval_bits_per_char": ("bits_per_character", "Validation bits per character"),
+    "test_loss": ("loss", "Test loss"),
+    "test_perplexity": ("perplexity", "Test perplexity"),
+    "test_accuracy": ("accuracy", "Test accuracy"),
+    "test_f1": ("f1", "Test F1"),
+    "test_precision": ("precision", "Test precision"),
+    "test_recall": ("recall", "Test recall"),
+    "eval_accuracy": ("accuracy", "Validation accuracy"),
+    "eval_f1": ("f1", "Validation F1"),
+    "rouge_l": ("rougeL", "ROUGE-L"),
+    "judge_score_mean": ("judge_score", "Mean judge score"),
+}
+TASKS = {
+    "causal-lm": ("text-generation", "Text generation"),
+    "spam-classifier": ("text-classification", "Spam classification"),
+    "instruction": ("text-generation", "Instruction following"),
+}
+
+
+class HubUploadError(RuntimeError):
+    """An upload that stopped partway; re-running the same command completes it."""
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def check_repo_id(repo_id: str) -> str:
+    """``namespace/name`` checked with huggingface_hub's own validator; ``ValueError`` naming the problem."""
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ValueError(f"repo_id must look like 'user/model-name' (one '/'), got {repo_id!r}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"invalid repo_id {repo_id!r}: {err}") from err
+    return repo_id
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`, or {} when the file is absent; a clear error when it is not an object."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def card_kind(config, tokenizer) -> str:
+    """spam classifier (sequence classification) / instruction model (has a chat template) / causal LM."""
+    if any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        return "spam-classifier"
+    if getattr(tokenizer, "chat_template", None):
+        return "instruction"
+    return "causal-lm"
+
+
+# ------------------------------------------------------------------------------------------ model card
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def measured_metrics(metrics: dict) -> list[tuple[str, str, str, str, float]]:
+    """(key, metric type, readable name, split, value) for each evaluation metric in metrics.json.
+
+    Evaluation metrics are the known task metrics and any other numeric ``eval_*`` / ``test_*`` key;
+    training figures (runtime, tokens/s ...) are not evaluation results.
+    """
+    rows = []
+    for key, value in metrics.items():
+        if not _is_number(value):
+            continue
+        if key in METRIC_NAMES:
+            metric_type, metric_name = METRIC_NAMES[key]
+        elif key.startswith(("eval_", "test_")) and not key.endswith(("runtime", "per_second")):
+            metric_type, metric_name = key.split("_", 1)[1], key
+        else:
+            continue
+        rows.append((key, metric_type, metric_name, "test" if key.startswith("test_") else "validation", value))
+    return rows
+
+
+def eval_results(metrics: dict, kind: str, dataset_type: str, dataset_name: str) -> list[EvalResult]:
+    """One model-index EvalResult per measured evaluation metric; nothing for metrics the run did not write."""
+    task_type, task_name = TASKS[kind]
+    return [
+        EvalResult(task_type=task_type, task_name=task_name, dataset_type=dataset_type, dataset_name=dataset_name,
+                   dataset_split=split, metric_type=metric_type, metric_name=metric_name, metric_value=value)
+        for _, metric_type, metric_name, split, value in measured_metrics(metrics)
+    ]
+
+
+def _data_settings(training_config: dict) -> dict:
+    """Entries of training_config.json that describe the data (dataset names, files, splits)."""
+    words = ("data", "corpus", "file", "split", "text_column", "label")
+    return {k: v for k, v in training_config.items() if any(w in k.lower() for w in words) and "token" not in k.lower()}
+
+
+def _scalar_settings(training_config: dict) -> dict:
+    """Flat, printable training settings; never anything that looks like a credential."""
+    return {
+        k: v for k, v in training_config.items()
+        if isinstance(v, (str, int, float, bool)) and not any(s in k.lower() for s in ("hub_token", "hf_token", "api_key", "password"))
+        and k.lower() != "token"
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def build_model_card(
+    kind: str,
+    *,
+    repo_id: str,
+    config,
+    num_parameters: int,
+    metrics: dict,
+    training_config: dict,
+    files: list[str],
+    license: str = "apache-2.0",
+    language: list[str] | None = None,
+    datasets: list[str] | None = None,
+    template_dir: str | Path | None = None,
+) -> ModelCard:
+    """Fill hub/cards/<template> from the run's real config and metrics (missing metrics stay out)."""
+    template = Path(template_dir or MODEL_CARD_DIR) / CARD_TEMPLATES[kind]
+    if not template.is_file():
+        raise FileNotFoundError(f"model card template {str(template)!r} not found (pass template_dir=...)")
+    language = language or training_config.get("language")
+    if isinstance(language, str):
+        language = [language]
+    if not datasets:
+        named = training_config.get("datasets") or training_config.get("dataset_name")
+        datasets = [named] if isinstance(named, str) else named
+    model_name = repo_id.split("/")[-1]
+    dataset_name = (datasets or [None])[0] or training_config.get("dataset") or {
+        "causal-lm": "held-out text", "spam-classifier": "SMS Spam Collection", "instruction": "instruction data"}[kind]
+    results = eval_results(metrics, kind, dataset_type=str(dataset_name), dataset_name=str(dataset_name))
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS[kind],
+        license=license,
+        language=language or None,
+        datasets=datasets or None,
+        tags=["gptlite", "custom_code", "safetensors", "gpt2", kind],
+        model_name=model_name,
+        eval_results=results or None,
+    )
+    arch = {
+        "Parameters": f"{num_parameters:,}",
+        "Layers (num_hidden_layers)": config.num_hidden_layers,
+        "Hidden size": config.hidden_size,
+        "Attention heads": config.num_attention_heads,
+        "Context length (max_position_embeddings)": config.max_position_embeddings,
+        "Vocabulary size": config.vocab_size,
+        "Weights dtype": str(getattr(config, "dtype", None) or "float32").replace("torch.", ""),
+    }
+    if kind == "spam-classifier":
+        arch["Labels"] = ", ".join(f"{i}={n}" for i, n in sorted(config.id2label.items()))
+    measured = measured_metrics(metrics)
+    metric_rows = [(name, split, _fmt(value)) for _, _, name, split, value in measured]
+    used = {key for key, *_ in measured}
+    other_rows = [(k, _fmt(v)) for k, v in metrics.items() if _is_number(v) and k not in used]
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        repo_id=repo_id,
+        model_name=model_name,
+        architecture=[(k, _fmt(v)) for k, v in arch.items()],
+        metric_rows=metric_rows,
+        other_metric_rows=other_rows,
+        data_rows=[(k, _fmt(v)) for k, v in _data_settings(training_config).items()],
+        training_rows=[(k, _fmt(v)) for k, v in _scalar_settings(training_config).items()],
+        files=files,
+        has_loss_curve="loss_curve.png" in files,
+    )
+
+
+# ------------------------------------------------------------------------------------- upload folder
+def _auto_class(config):
+    if any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        return AutoModelForSequenceClassification
+    return AutoModelForCausalLM
+
+
+def prepare_upload_folder(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    repo_id: str,
+    *,
+    max_shard_size: str | int = "2GB",
+    license: str = "apache-2.0",
+    language: list[str] | None = None,
+    datasets: list[str] | None = None,
+    template_dir: str | Path | None = None,
+) -> Path:
+    """Write the exact folder that would be uploaded into `out_dir` (must be absent or empty).
+
+    The model is re-saved with save_pretrained (safetensors, sharded above `max_shard_size`, config with
+    auto_map, configuration_gptlite.py + modeling_gptlite.py); the tokenizer (and chat template) is re-saved;
+    metrics.json / training_config.json / loss_curve.png are copied; README.md is the filled card.
+    """
+    check_repo_id(repo_id)
+    model_dir = check_model_dir(model_dir)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"output folder {str(out_dir)!r} exists and is not empty; pick a new one")
+    metrics = read_json(model_dir / "metrics.json")
+    training_config = read_json(model_dir / "training_config.json")
+
+    config = AutoConfig.from_pretrained(model_dir)
+    model = _auto_class(config).from_pretrained(model_dir, dtype="auto")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    kind = card_kind(config, tokenizer)
+
+    # Build in a sibling temp folder, move into place at the end: a crash never leaves half a folder.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        tokenizer.save_pretrained(tmp)
+        for name in RUN_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, tmp / name)
+        files = sorted(p.name for p in tmp.iterdir()) + ["README.md"]
+        card = build_model_card(
+            kind, repo_id=repo_id, config=model.config, num_parameters=model.num_parameters(), metrics=metrics,
+            training_config=training_config, files=files, license=license, language=language, datasets=datasets,
+            template_dir=template_dir,
+        )
+        card.save(tmp / "README.md")
+        _check_no_token(tmp)
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("prepared %s (%s card) with %d files", out_dir, kind, len(files))
+    return out_dir
+
+
+def _check_no_token(folder: Path) -> None:
+    """Refuse to upload a folder that contains the user's Hub token anywhere."""
+    token = huggingface_hub.get_token()
+    if not token:
+        return
+    needle = token.encode()
+    leaks = sorted(  # weights are written from tensors by save_pretrained: skip them
+        str(p.relative_to(folder)) for p in folder.rglob("*")
+        if p.is_file() and p.suffix != ".safetensors" and needle in p.read_bytes()
+    )
+    if leaks:
+        raise ValueError(f"{', '.join(leaks)} contain(s) your Hub token; refusing to upload (remove it from the run files)")
+
+
+# Run in a fresh interpreter: `import hf_gptlite` there would register the package's own classes, and
+# transformers prefers registered classes over a folder's code files. Here hf_gptlite cannot be imported.
+_LOAD_BACK_SCRIPT = r"""
+import importlib.abc, json, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_gptlite" or name.startswith("hf_gptlite."):
+            raise ImportError("hf_gptlite is blocked: the folder must load with its own code files")
+sys.meta_path.insert(0, _Block())
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+folder, out, text = sys.argv[1:4]
+config = AutoConfig.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
+seq = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+auto = AutoModelForSequenceClassification if seq else AutoModelForCausalLM
+model = auto.from_pretrained(folder, trust_remote_code=True, local_files_only=True).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
+ids = tokenizer(text, return_tensors="pt").input_ids.clamp_max(config.vocab_size - 1)
+with torch.no_grad():
+    logits = model(ids).logits
+save_file({"input_ids": ids.contiguous(), "logits": logits.contiguous()}, out)
+open(out + ".json", "w").write(json.dumps({"model_class": type(model).__module__ + "." + type(model).__name__,
+                  "num_parameters": model.num_parameters(), "tokenizer_class": type(tokenizer).__name__,
+                  "chat_template": bool(tokenizer.chat_template),
+                  "hf_gptlite_imported": any(m.split(".")[0] == "hf_gptlite" for m in sys.modules)}))
+"""
+
+
+def validate_upload_folder(folder: str | Path, reference_dir: str | Path | None = None,
+                           text: str = "The quick brown fox") -> dict:
+    """Load `folder` back as a user would, without network and without hf_gptlite (fresh subprocess).
+
+    Checks: the model class comes from the folder's own code files, the tokenizer loads, and (given
+    `reference_dir`) the logits on `text` equal those of the source model. Returns a summary dict.
+    """
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="gptlite-validate-") as tmp:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(Path(tmp) / "modules"),
+               "PYTHONPATH": ""}
+        out = Path(tmp) / "logits.safetensors"
+        proc = subprocess.run([sys.executable, "-c", _LOAD_BACK_SCRIPT, str(folder), str(out), text],
+                              env=env, cwd=tmp, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{folder} does not load back with trust_remote_code:\n{proc.stderr[-3000:]}")
+        summary = json.loads(Path(str(out) + ".json").read_text())
+        loaded = load_file(out)
+    if summary.pop("hf_gptlite_imported") or summary["model_class"].startswith("hf_gptlite"):
+        raise RuntimeError(f"{folder} loaded hf_gptlite's classes instead of its own code files")
+    if reference_dir is not None:
+        ref_config = AutoConfig.from_pretrained(reference_dir)
+        reference = _auto_class(ref_config).from_pretrained(reference_dir, dtype="auto").eval()
+        with torch.no_grad():
+            ref_logits = reference(loaded["input_ids"]).logits
+        if not torch.equal(loaded["logits"], ref_logits):
+            diff = (loaded["logits"].float() - ref_logits.float()).abs().max().item()
+            raise RuntimeError(f"logits of {folder} differ from {reference_dir} (max abs diff {diff:.3g})")
+        summary["logits_equal_to_source"] = True
+    return summary
+
+
+# --------------------------------------------------------------------------------------------- upload
+def upload_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+):
+    """create_repo(exist_ok) [+ create_branch] + upload_folder. Returns huggingface_hub's CommitInfo.
+
+    `token=None` lets huggingface_hub resolve it (HF_TOKEN, `hf auth login`). Re-running after a failure
+    completes the upload: files already on the Hub with the same content are skipped.
+    """
+    check_repo_id(repo_id)
+    if token is None and huggingface_hub.get_token() is None:
+        raise PermissionError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            revision=revision,
+            commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} (hf_gptlite)",
+        )
+    except (huggingface_hub.errors.HfHubHTTPError, OSError, RuntimeError) as err:
+        raise HubUploadError(
+            f"upload of {folder} to {repo_id} stopped: {err}\n"
+            "Re-run the same command to complete it (files already uploaded are not sent again)."
+        ) from err
+
+
+def push_to_hub(
+    model_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    dry_run: str | Path | None = None,
+    max_shard_size: str | int = "2GB",
+    license: str = "apache-2.0",
+    language: list[str] | None = None,
+    datasets: list[str] | None = None,
+    endpoint: str | None = None,
+):
+    """Prepare + validate + upload. With `dry_run=OUT_DIR` write and validate the folder there, upload nothing.
+
+    Returns the validation summary (dry run) or the CommitInfo.
+    """
+    check_repo_id(repo_id)
+    check_model_dir(model_dir)
+    if dry_run is None and huggingface_hub.get_token() is None:  # fail before the slow part
+        raise PermissionError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
+    card_args = dict(max_shard_size=max_shard_size, license=license, language=language, datasets=datasets)
+    if dry_run is not None:
+        folder = prepare_upload_folder(model_dir, dry_run, repo_id, **card_args)
+        return validate_upload_folder(folder, reference_dir=model_dir)
+    with tempfile.TemporaryDirectory(prefix="gptlite-push-") as tmp:
+        folder = prepare_upload_folder(model_dir, Path(tmp) / "upload", repo_id, **card_args)
+        validate_upload_folder(folder, reference_dir=model_dir)
+        return upload_folder(folder, repo_id, private=private, revision=revision,
+                             commit_message=commit_message, endpoint=endpoint)
+
+
+# ---------------------------------------------------------------------------------------------- the job
+@dataclass
+class PushConfig:
+    """``recipes/push_to_hub.py`` / ``python -m hf_gptlite push_to_hub``."""
+
+    model_dir: str = field(metadata={"help": "save_pretrained folder of a training run (config.json, model.safetensors, tokenizer, metrics.json ...)"})
+    repo_id: str = field(metadata={"help": "Hub repository, 'user/name' or 'org/name'"})
+    private: bool = field(default=False, metadata={"help": "create the repository as private (ignored if it exists)"})
+    revision: str | None = field(default=None, metadata={"help": "branch to push to (created if missing); default main"})
+    commit_message: str | None = field(default=None, metadata={"help": "commit message"})
+    dry_run: str | None = field(default=None, metadata={"help": "write the upload folder to this (new) folder, load it back, upload nothing"})
+    max_shard_size: str = field(default="2GB", metadata={"help": "safetensors shard size (save_pretrained max_shard_size)"})
+    license: str = field(default="apache-2.0", metadata={"help": "license in the model card metadata"})
+    language: list[str] | None = field(default=None, metadata={"help": "language codes for the card (default: training_config.json 'language')"})
+    datasets: list[str] | None = field(default=None, metadata={"help": "Hub dataset ids for the card (default: training_config.json 'dataset_name')"})
+
+
+def run_push(cfg: PushConfig):
+    """Push (or dry-run) ``cfg.model_dir`` and print where it went; returns push_to_hub's result."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = push_to_hub(
+        cfg.model_dir, cfg.repo_id, private=cfg.private, revision=cfg.revision, commit_message=cfg.commit_message,
+        dry_run=cfg.dry_run, max_shard_size=cfg.max_shard_size, license=cfg.license, language=cfg.language,
+        datasets=cfg.datasets,
+    )
+    if cfg.dry_run:
+        print(f"dry run: wrote {cfg.dry_run} and loaded it back: {json.dumps(result)}")
+    else:
+        print(f"pushed {cfg.model_dir} to {cfg.repo_id}: {result.commit_url}")
+    return result
+
+
+__all__ = [
+    "HubUploadError",
+    "PushConfig",
+    "run_push",
+    "build_model_card",
+    "card_kind",
+    "check_model_dir",
+    "check_repo_id",
+    "eval_results",
+    "prepare_upload_folder",
+    "push_to_hub",
+    "upload_folder",
+    "validate_upload_folder",
+]

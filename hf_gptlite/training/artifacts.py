@@ -1,0 +1,108 @@
+"""What a run leaves behind, written in one place each: ``metrics.json``, the loss curve, the model folder
+(LoRA adapters attached here and merged here, so the folder is a plain model every tool loads).
+
+    write_metrics(dir, metrics)              -> dir/metrics.json (atomic; merge=True adds to what is there)
+    plot_loss_curve(dir/log.jsonl, png)      -> train and validation loss against step
+    attach_lora(model, r, alpha, ...)        -> a PEFT model (adapters on c_attn, c_proj, c_fc by default)
+    save_model_folder(model, dir, tokenizer) -> save_pretrained (safetensors); a PEFT model is merged first and
+                                                its adapter kept in dir/lora_adapter/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+LOG_FILE = "log.jsonl"
+METRICS_FILE = "metrics.json"
+LORA_ADAPTER_DIR = "lora_adapter"
+LORA_TARGET_MODULES = ("c_attn", "c_proj", "c_fc")  # every linear layer of a GPTLite / GPT-2 block
+
+
+# ---- metrics.json --------------------------------------------------------------------------------
+def write_metrics(directory: str | os.PathLike, metrics: dict, merge: bool = False) -> dict:
+    """Write ``directory/metrics.json`` atomically; with ``merge`` the new keys are added to (and replace) those
+    already there. Returns what the file now holds."""
+    path = Path(directory) / METRICS_FILE
+    data = json.loads(path.read_text()) if merge and path.is_file() else {}
+    data.update(metrics)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return data
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Path | None:
+    """Train and eval loss against step, from ``log.jsonl``, as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_log(log_path) if Path(log_path).exists() else []
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train and not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train, strict=False), label="train loss", lw=1.2)
+    if evals:
+        ax.plot(*zip(*evals, strict=False), "o-", label="validation loss", lw=1.2, ms=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)
+
+
+
+# ---- LoRA ----------------------------------------------------------------------------------------
+def attach_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.0,
+                target_modules: str | Sequence[str] = LORA_TARGET_MODULES, task_type: str = "CAUSAL_LM",
+                modules_to_save: Sequence[str] | None = None, verbose: bool = True):
+    """Wrap ``model`` with PEFT LoRA adapters (``target_modules``: names or a comma-separated string); only the
+    adapters (and ``modules_to_save``, e.g. a fresh classification head) train."""
+    from peft import LoraConfig, get_peft_model
+
+    if isinstance(target_modules, str):
+        target_modules = [m.strip() for m in target_modules.split(",") if m.strip()]
+    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                      task_type=task_type, modules_to_save=list(modules_to_save) if modules_to_save else None)
+    model = get_peft_model(model, lora)
+    if verbose:
+        model.print_trainable_parameters()
+    return model
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
+
+
+def save_model_folder(model: nn.Module, directory: str | os.PathLike, tokenizer=None, state_dict=None) -> nn.Module:
+    """``save_pretrained`` (safetensors) of ``model`` and ``tokenizer`` into ``directory``. A PEFT model is saved
+    as its adapter in ``directory/lora_adapter/`` and then merged, so the folder itself is a plain model that
+    ``from_pretrained`` and ``pipeline`` load. Returns the model that was saved (the merged one for PEFT)."""
+    directory = Path(directory)
+    if is_peft_model(model):
+        model.save_pretrained(directory / LORA_ADAPTER_DIR)
+        model, state_dict = model.merge_and_unload(), None
+    model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    return model
+
+
+__all__ = ["LOG_FILE", "METRICS_FILE", "LORA_ADAPTER_DIR", "LORA_TARGET_MODULES", "write_metrics", "read_log",
+           "plot_loss_curve", "attach_lora", "is_peft_model", "save_model_folder"]

@@ -1,0 +1,115 @@
+"""Checkpoints of the training loop: list, resolve, check, save (atomic), load.
+
+A checkpoint is ``OUTPUT_DIR/checkpoints/step_N/``: ``accelerator.save_state`` (model, optimizer, scheduler, RNG
+states, safetensors) plus ``trainer_state.json`` (step, epoch, position in the data, plan). It is written into
+``.tmp-step_N`` and renamed when complete, so a kill at any moment leaves either the whole checkpoint or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from torch import nn
+
+CHECKPOINTS_DIR = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    match = re.fullmatch(r"step_(\d+)", path.name)
+    return int(match.group(1)) if match and path.is_dir() else None
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary ``.tmp-*`` folders are not listed)."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [(s, p) for p in root.iterdir() if (s := _checkpoint_step(p)) is not None and (p / TRAINER_STATE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(spec: str, output_dir: str | os.PathLike) -> Path:
+    """``latest`` -> the newest complete checkpoint of ``output_dir``; otherwise a checkpoint folder."""
+    if spec == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            raise FileNotFoundError(
+                f"resume_from_checkpoint='latest' but {Path(output_dir) / CHECKPOINTS_DIR} holds no complete checkpoint"
+            )
+        return found[-1]
+    path = Path(spec)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
+    if not (path / TRAINER_STATE).is_file():
+        raise ValueError(f"{path} is not a training checkpoint (no {TRAINER_STATE}); pass a checkpoints/step_N folder")
+    return path
+
+
+def check_checkpoint_matches(path: Path, model: nn.Module) -> None:
+    """Raise ``ValueError`` when the checkpoint's weights do not fit ``model`` (names or shapes)."""
+    from safetensors import safe_open
+
+    state = json.loads((path / TRAINER_STATE).read_text())
+    files = sorted(path.glob("model*.safetensors"))
+    if not files:
+        return  # sharded / FSDP state: accelerate checks it on load
+    with safe_open(str(files[0]), framework="pt") as f:
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(saved) - set(current))
+    wrong = [f"{k}: checkpoint {saved[k]} vs model {current[k]}" for k in saved if k in current and saved[k] != current[k]]
+    if missing or wrong:
+        detail = "; ".join(wrong[:3] + [f"unexpected {k}" for k in missing[:3]])
+        raise ValueError(
+            f"checkpoint {path} was written by another model ({state.get('model_class', '?')}, "
+            f"{state.get('model_summary', '')}) and does not fit this one: {detail}"
+        )
+
+
+
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, trainer_state: dict,
+                    save_total_limit: int) -> Path:
+    """``accelerator.save_state`` into ``.tmp-step_N`` with ``trainer_state``, then one rename; keeps the last
+    ``save_total_limit`` checkpoints. Called on every process."""
+    acc = accelerator
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    final = root / f"step_{step}"
+    tmp = root / f".tmp-step_{step}"
+    if acc.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp), safe_serialization=True)
+    if acc.is_main_process:
+        (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2))
+        if final.exists():  # the same step saved again (after a resume): swap it out
+            old = root / f".old-step_{step}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        for stale in list_checkpoints(output_dir)[:-save_total_limit]:
+            shutil.rmtree(stale, ignore_errors=True)
+    acc.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, spec: str, output_dir: str | os.PathLike, model: nn.Module) -> tuple[Path, dict]:
+    """Resolve ``spec``, check it fits ``model`` (the unwrapped model), ``accelerator.load_state`` it; returns
+    (path, the saved trainer state)."""
+    path = resolve_checkpoint(spec, output_dir)
+    check_checkpoint_matches(path, model)
+    state = json.loads((path / TRAINER_STATE).read_text())
+    accelerator.load_state(str(path))
+    return path, state
+
+
+__all__ = ["CHECKPOINTS_DIR", "TRAINER_STATE", "list_checkpoints", "resolve_checkpoint", "check_checkpoint_matches",
+           "save_checkpoint", "load_checkpoint"]

@@ -1,0 +1,547 @@
+"""The one training loop every recipe shares, on ``accelerate.Accelerator``. It knows batches, losses and the
+metric function a task hands it; nothing of any task.
+
+    batches -> accumulate(forward, backward) -> clip -> AdamW step -> warmup+cosine LR      (optim.py)
+            -> log (tqdm, trackers, log.jsonl) -> evaluate (loss + the task's metrics) -> sample
+            -> checkpoint (atomic, keep last K)                                               (checkpoints.py)
+    end:    metrics.json, training_config.json, loss_curve.png, save_pretrained(model + tokenizer) (artifacts.py)
+
+The same code runs under ``python`` (one process, CPU or one GPU) and ``accelerate launch`` (DDP, FSDP, ...).
+A "step" is one optimizer update (``gradient_accumulation_steps`` batches per process).
+
+Use it with your own dataloaders; batches are dicts the model takes as keyword arguments (with ``labels``)::
+
+    from hf_gptlite.training import TrainingConfig, train
+    metrics = train(model, train_loader, eval_loader, tokenizer, TrainingConfig(output_dir="runs/x", max_steps=100))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+from .artifacts import LOG_FILE, plot_loss_curve, save_model_folder, write_metrics
+from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from .optim import WarmupCosine, create_optimizer
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without writing a checkpoint of the bad weights."""
+
+
+@dataclass
+class TrainingConfig:
+    """The knobs every recipe shares. Recipes embed these fields in their own config dataclass."""
+
+    output_dir: str = field(default="runs/gptlite", metadata={"help": "where checkpoints, logs and the model go"})
+    seed: int = field(default=42, metadata={"help": "seeds python, numpy and torch (and the data order)"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer updates; <= 0: num_epochs over the data"})
+    num_epochs: float = field(default=1.0, metadata={"help": "passes over the training data when max_steps <= 0"})
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "time budget (None or 0: none): lowers max_steps and the cosine horizon to end on time"},
+    )
+    per_device_batch_size: int = field(default=16, metadata={"help": "sequences per batch on each process"})
+    per_device_eval_batch_size: int | None = field(default=None, metadata={"help": "None: per_device_batch_size"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "batches summed per optimizer update"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW decay (never on norms, biases, embeddings)"})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_epsilon: float = 1e-8
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "the cosine ends at learning_rate * min_lr_ratio"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; <= 0: off"})
+    logging_steps: int = field(default=10, metadata={"help": "log train loss/lr every N steps"})
+    eval_steps: int = field(default=0, metadata={"help": "evaluate every N steps (0: only at the end)"})
+    eval_max_batches: int | None = field(
+        default=None, metadata={"help": "cap periodic evaluations at N batches (the final one uses all)"}
+    )
+    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: no checkpoints)"})
+    save_total_limit: int = field(default=2, metadata={"help": "keep the last K checkpoints"})
+    sample_steps: int = field(default=0, metadata={"help": "generate a sample every N steps (0: only at the end)"})
+    sample_prompt: str | None = field(default=None, metadata={"help": "prompt for samples (None: no samples)"})
+    sample_max_new_tokens: int = 60
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints) or a checkpoint folder"}
+    )
+    mixed_precision: str = field(
+        default="auto", metadata={"help": "auto (bf16 where the hardware has it) | no | bf16 | fp16"}
+    )
+    report_to: str = field(
+        default="auto", metadata={"help": "auto (tensorboard/trackio if installed) | none | comma list of trackers"}
+    )
+    project_name: str = field(default="gptlite", metadata={"help": "tracker project / run name"})
+
+    def __post_init__(self):
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_steps", "save_steps", "sample_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            raise ValueError("set max_steps > 0 or num_epochs > 0")
+        if self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
+
+
+# ---- hardware ------------------------------------------------------------------------------------
+def resolve_mixed_precision(requested: str = "auto") -> str:
+    """``auto`` -> ``bf16`` only where bf16 math is fast: a CUDA GPU with bf16, or a CPU with AMX /
+    AVX512-BF16 (on AVX2-only CPUs bf16 is emulated, tens of times slower than fp32); ``fp16`` on older
+    CUDA GPUs; else ``no``."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cpu = torch.cpu
+    if getattr(cpu, "_is_amx_tile_supported", lambda: False)() or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "bf16"
+    return "no"
+
+
+def distributed_state():
+    """accelerate's ``PartialState`` as ``Accelerator`` will see it. Creating a bare ``PartialState()`` before the
+    ``Accelerator`` would ignore ``ACCELERATE_USE_CPU`` and turn a multi-process CPU launch into one process."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+@dataclass
+class EvalLoss:
+    """What the loop measured at an evaluation, handed to the task's metric function."""
+
+    loss: float | None  # mean over every evaluated item (label token, or example), all processes
+    num_items: int  # items scored
+    complete: bool  # True when every evaluation batch was seen (no ``eval_max_batches`` cap)
+
+
+def loss_shifts_labels(model: nn.Module) -> bool:
+    """True for causal-LM losses, which predict ``labels[:, 1:]`` from ``logits[:, :-1]``: decided from the model's
+    ``loss_type`` as transformers' Trainer does, never from tensor shapes."""
+    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+
+    model = getattr(model, "get_base_model", lambda: model)()
+    return LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss
+
+
+class Trainer:
+    """Trains ``model`` on ``train_dataloader``; see the module docstring.
+
+    ``compute_metrics(model, accelerator, eval_loss: EvalLoss)`` is the task's metric function: called on every
+    process at each evaluation with the unwrapped model and the measured loss, it returns the task's own metrics
+    (e.g. ``pretrain/metrics.py``)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_dataloader,
+        eval_dataloader=None,
+        tokenizer=None,
+        config: TrainingConfig | None = None,
+        compute_metrics: Callable[[nn.Module, Accelerator, EvalLoss], dict[str, float]] | None = None,
+        run_config: dict | None = None,
+    ):
+        self.config = config or TrainingConfig()
+        self.tokenizer = tokenizer
+        self.compute_metrics = compute_metrics
+        self.run_config = run_config if run_config is not None else dataclasses.asdict(self.config)
+        self.output_dir = Path(self.config.output_dir)
+        c = self.config
+
+        set_seed(c.seed)
+        # Accelerate keeps one AcceleratorState per process: a second run in the same Python session (a notebook,
+        # pretraining then fine-tuning, a test suite) with another precision must start from a clean one. The
+        # process group (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(c.mixed_precision),
+            gradient_accumulation_steps=c.gradient_accumulation_steps,
+            log_with=self._trackers(),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "tensorboard")
+            ),
+            step_scheduler_with_optimizer=False,  # we step it once per optimizer update, on every process count
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # order = f(seed, epoch)
+        )
+        acc = self.accelerator
+        optimizer = create_optimizer(model, c, acc.device)
+        steps_per_epoch = self._steps_per_epoch(train_dataloader, acc.num_processes)
+        if c.max_steps > 0:
+            total = c.max_steps
+        elif steps_per_epoch is None:
+            raise ValueError("the training data has no length (streaming): set max_steps")
+        else:
+            total = max(1, math.ceil(c.num_epochs * steps_per_epoch))
+        self._planned_steps = total
+        self.schedule = WarmupCosine(c.warmup_steps, total, c.min_lr_ratio)
+        scheduler = LambdaLR(optimizer, self.schedule)
+        self.model, self.optimizer, self.train_dataloader, self.scheduler = acc.prepare(
+            model, optimizer, train_dataloader, scheduler
+        )
+        self.eval_dataloader = acc.prepare(eval_dataloader) if eval_dataloader is not None else None
+        self.global_step = 0
+        self.epoch = 0
+        self.batches_into_epoch = 0  # batches of the current epoch already consumed (for resume)
+        self.train_tokens = 0  # tokens seen by all processes
+        self.train_seconds = 0.0  # time in forward/backward/step only
+        self.history: list[dict] = []
+
+    # -- set-up helpers
+    def _trackers(self) -> list[str] | None:
+        import importlib.util
+
+        spec = self.config.report_to.strip().lower()
+        if spec in ("none", ""):
+            return None
+        if spec == "auto":
+            return [t for t in ("tensorboard", "trackio") if importlib.util.find_spec(t)] or None
+        return [t.strip() for t in spec.split(",") if t.strip()]
+
+    def _steps_per_epoch(self, dataloader, num_processes: int) -> int | None:
+        try:
+            n = len(dataloader)  # batches in one pass, before accelerate splits them across processes
+        except TypeError:
+            return None
+        return max(1, math.ceil(n / num_processes) // self.config.gradient_accumulation_steps)
+
+    @property
+    def total_steps(self) -> int:
+        return self.schedule.total_steps
+
+    def _model_summary(self) -> dict:
+        model = self.accelerator.unwrap_model(self.model)
+        cfg = getattr(model, "config", None)
+        keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings")
+        return {k: getattr(cfg, k) for k in keys if cfg is not None and hasattr(cfg, k)}
+
+    # -- logging
+    def _log(self, record: dict) -> None:
+        record = {"step": self.global_step, **record}
+        self.history.append(record)
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / LOG_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        values = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+        self.accelerator.log(values, step=self.global_step)
+
+    def _print(self, text: str) -> None:
+        if self.accelerator.is_main_process:
+            tqdm.write(text)
+
+    # -- checkpoints
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        state = {
+            "global_step": self.global_step, "epoch": self.epoch, "batches_into_epoch": self.batches_into_epoch,
+            "total_steps": self.total_steps, "train_tokens": self.train_tokens,
+            "train_seconds": self.train_seconds, "num_processes": acc.num_processes,
+            "model_class": type(acc.unwrap_model(self.model)).__name__, "model_summary": self._model_summary(),
+        }
+        return save_checkpoint(acc, self.output_dir, self.global_step, state, self.config.save_total_limit)
+
+    def load_checkpoint(self, spec: str) -> Path:
+        acc = self.accelerator
+        path, state = load_checkpoint(acc, spec, self.output_dir, acc.unwrap_model(self.model))
+        if state.get("num_processes", acc.num_processes) != acc.num_processes:
+            self._print(
+                f"warning: checkpoint was written by {state['num_processes']} processes, resuming on "
+                f"{acc.num_processes}; the data order after resume will differ"
+            )
+        self.global_step = state["global_step"]
+        self.epoch = state["epoch"]
+        self.batches_into_epoch = state["batches_into_epoch"]
+        self.schedule.total_steps = state["total_steps"]
+        self.train_tokens = state["train_tokens"]
+        self.train_seconds = state["train_seconds"]
+        # keep the log of the run up to the checkpoint; drop what the interrupted run wrote after it
+        log = self.output_dir / LOG_FILE
+        if acc.is_main_process and log.exists():
+            kept = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("step", 0) <= self.global_step]
+            log.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self.history = kept
+        self._print(f"resumed from {path} at step {self.global_step}")
+        return path
+
+    # -- evaluation and samples
+    @torch.no_grad()
+    def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
+        """``eval_loss``: the mean loss over every evaluated item, gathered across processes (per label token
+        for causal LMs, per example otherwise), then the task's ``compute_metrics``."""
+        acc, model = self.accelerator, self.model
+        model.eval()
+        metrics: dict[str, float] = {}
+        measured = EvalLoss(None, 0, max_batches is None)
+        if self.eval_dataloader is not None:
+            shifted = loss_shifts_labels(acc.unwrap_model(model))
+            total_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
+            total_count = torch.zeros((), dtype=torch.float64, device=acc.device)
+            for i, batch in enumerate(self.eval_dataloader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                out = model(**batch)
+                nats, count = self._loss_per_example(out, batch, shifted)
+                nats, count = acc.gather_for_metrics((nats.double(), count.double()))
+                total_loss += nats.sum()
+                total_count += count.sum()
+            measured.loss = (total_loss / total_count.clamp(min=1)).item()
+            measured.num_items = int(total_count.item())
+            metrics["eval_loss"] = measured.loss
+        if self.compute_metrics is not None:
+            metrics.update(self.compute_metrics(acc.unwrap_model(model), acc, measured))
+        model.train()
+        return metrics
+
+    @staticmethod
+    def _loss_per_example(out, batch: dict, shifted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, number of items) per example, (B,) each: exact per-token sums for a causal LM, so the
+        gathered mean does not depend on how the examples fall into batches and processes."""
+        labels = batch.get("labels")
+        if shifted and labels is not None:
+            logits, targets = out.logits[:, :-1].float(), labels[:, 1:]
+            nats = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
+                                   reduction="none").view(targets.shape).sum(1)
+            return nats, (targets != -100).sum(1)
+        n = next(iter(batch.values())).shape[0]
+        return out.loss.detach().float().expand(n), torch.ones(n, device=out.loss.device)
+
+    @torch.no_grad()
+    def sample(self, prompt: str | None = None) -> str | None:
+        """Generate a continuation of ``prompt`` (top-k sampling with a fixed seed, on a forked RNG so it
+        does not change the training run)."""
+        prompt = prompt if prompt is not None else self.config.sample_prompt
+        if not prompt or self.tokenizer is None:
+            return None
+        model = self.accelerator.unwrap_model(self.model)
+        if not hasattr(model, "generate"):
+            return None
+        model.eval()
+        try:
+            inputs = self.tokenizer(prompt, return_tensors="pt").to(self.accelerator.device)
+            with torch.random.fork_rng(devices=[self.accelerator.device] if self.accelerator.device.type == "cuda" else []):
+                torch.manual_seed(self.config.seed)
+                with self.accelerator.autocast():
+                    ids = model.generate(
+                        **inputs, max_new_tokens=self.config.sample_max_new_tokens, do_sample=True, top_k=50,
+                        temperature=0.8, pad_token_id=self.tokenizer.pad_token_id,
+                    )
+            return self.tokenizer.decode(ids[0], skip_special_tokens=True)
+        finally:
+            model.train()
+
+    # -- training
+    def _train_iterator(self):
+        """Yields batches forever-ish, epoch after epoch, resuming mid-epoch after a checkpoint load."""
+        while True:
+            loader = self.train_dataloader
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(self.epoch)
+            if self.batches_into_epoch:
+                loader = self.accelerator.skip_first_batches(loader, self.batches_into_epoch)
+            empty = True
+            for batch in loader:
+                empty = False
+                self.batches_into_epoch += 1
+                yield batch
+            if empty and self.batches_into_epoch == 0:
+                raise ValueError("the training dataloader yields no batches (is the training data empty?)")
+            self.epoch += 1
+            self.batches_into_epoch = 0
+
+    def _maybe_apply_time_budget(self, start: float, start_step: int) -> bool:
+        """With ``max_train_minutes``: set the planned steps (and so the cosine horizon) to what fits in the
+        budget at the speed measured since the 3rd step of this invocation (capped at ``max_steps``).
+        Returns True when the time is up."""
+        budget = self.config.max_train_minutes
+        if not budget or budget <= 0:
+            return False
+        now = time.perf_counter()
+        if self.global_step - start_step == 3:
+            self._budget_ref = (now, self.global_step)  # the first steps are slower (allocations)
+        if now - start >= budget * 60:
+            return True
+        ref = getattr(self, "_budget_ref", None)
+        if ref is None or self.global_step - ref[1] < 3:
+            return False
+        per_step = (now - ref[0]) / (self.global_step - ref[1])
+        fit = self.global_step + int((budget * 60 - (now - start)) / per_step)
+        cap = self.config.max_steps if self.config.max_steps > 0 else self._planned_steps
+        fit = torch.tensor(max(self.global_step + 1, min(fit, cap)), device=self.accelerator.device)
+        self.schedule.total_steps = int(self.accelerator.reduce(fit, "min").item())  # same plan on every process
+        return False
+
+    def train(self) -> dict[str, float]:
+        c, acc = self.config, self.accelerator
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "training_config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
+        acc.wait_for_everyone()
+        if c.resume_from_checkpoint:
+            self.load_checkpoint(c.resume_from_checkpoint)
+        elif acc.is_main_process and (self.output_dir / LOG_FILE).exists():
+            (self.output_dir / LOG_FILE).unlink()  # a fresh run starts a fresh log
+        acc.init_trackers(c.project_name, config={k: v for k, v in dataclasses.asdict(c).items()
+                                                  if isinstance(v, (int, float, str, bool))})
+        n_params = sum(p.numel() for p in acc.unwrap_model(self.model).parameters())
+        self._print(
+            f"training {n_params / 1e6:.2f}M parameters on {acc.num_processes} process(es), device {acc.device}, "
+            f"mixed precision {acc.mixed_precision}, {self.total_steps} steps of "
+            f"{c.per_device_batch_size}x{acc.num_processes}x{c.gradient_accumulation_steps} sequences"
+        )
+        if self.global_step == 0 and self.eval_dataloader is not None and c.eval_steps:
+            self._log(self.evaluate(c.eval_max_batches))  # the starting point of the eval curve
+
+        bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", disable=not acc.is_local_main_process,
+                   dynamic_ncols=True)
+        start, start_step = time.perf_counter(), self.global_step
+        running_loss = torch.zeros((), device=acc.device)
+        running_batches, window_tokens, window_time = 0, 0, 0.0
+        last_saved, grad_norm = None, None
+        batches = self._train_iterator()
+        self.model.train()
+        while self.global_step < self.total_steps:
+            t0 = time.perf_counter()
+            for _ in range(c.gradient_accumulation_steps):
+                batch = next(batches)
+                with acc.accumulate(self.model):
+                    loss = self.model(**batch).loss
+                    finite = acc.reduce(torch.isfinite(loss.detach()).float(), "min")
+                    if finite.item() < 1:
+                        self._diverged(loss, last_saved)
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        grad_norm = acc.clip_grad_norm_(self.model.parameters(), c.max_grad_norm) \
+                            if c.max_grad_norm > 0 else None
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                running_loss += loss.detach()
+                running_batches += 1
+                n_tokens = batch["input_ids"].numel() * acc.num_processes if "input_ids" in batch else 0
+                window_tokens += n_tokens
+                self.train_tokens += n_tokens
+            if not self.optimizer.step_was_skipped:  # fp16 overflow skips the step and the schedule
+                self.scheduler.step()
+            self.global_step += 1
+            dt = time.perf_counter() - t0
+            self.train_seconds += dt
+            window_time += dt
+            bar.update(1)
+            budget_up = self._maybe_apply_time_budget(start, start_step)
+            bar.total = self.global_step if budget_up else self.total_steps
+            bar.refresh()
+
+            if self.global_step % c.logging_steps == 0 or self.global_step == self.total_steps or budget_up:
+                mean_loss = acc.reduce(running_loss / running_batches, "mean").item()
+                record = {"loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0],
+                          "tokens_per_s": window_tokens / max(window_time, 1e-9), "epoch": self.epoch,
+                          "elapsed_s": time.perf_counter() - start}
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                self._log(record)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{record['learning_rate']:.2e}",
+                                tok_s=f"{record['tokens_per_s']:.0f}")
+                running_loss.zero_()
+                running_batches, window_tokens, window_time = 0, 0, 0.0
+            final = budget_up or self.global_step >= self.total_steps
+            if not final and c.eval_steps and self.global_step % c.eval_steps == 0 and self.eval_dataloader is not None:
+                metrics = self.evaluate(c.eval_max_batches)
+                self._log(metrics)
+                self._print(f"step {self.global_step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            if not final and c.sample_steps and self.global_step % c.sample_steps == 0:
+                text = self.sample()
+                if text is not None:
+                    self._print(f"step {self.global_step} sample: {text!r}")
+            if c.save_steps and (self.global_step % c.save_steps == 0 or final):
+                last_saved = self.save_checkpoint()
+            if budget_up:
+                self._print(f"time budget of {c.max_train_minutes} min reached at step {self.global_step}")
+                break
+        bar.close()
+        return self._finish(time.perf_counter() - start)
+
+    def _diverged(self, loss: torch.Tensor, last_saved: Path | None):
+        found = list_checkpoints(self.output_dir)
+        keep = last_saved or (found[-1] if found else None)
+        where = f"the last good checkpoint is {keep}" if keep else "no checkpoint was written"
+        self.accelerator.end_training()
+        raise TrainingDivergedError(
+            f"loss became {loss.item()} at step {self.global_step + 1}; stopped without saving the bad weights "
+            f"({where}). Try a lower learning_rate, more warmup_steps, or mixed_precision='no'."
+        )
+
+    def _finish(self, wall_seconds: float) -> dict[str, float]:
+        acc = self.accelerator
+        metrics: dict[str, Any] = {}
+        if self.eval_dataloader is not None or self.compute_metrics is not None:
+            final = self.evaluate()
+            self._log(final)
+            metrics.update(final)
+            self._print("final evaluation: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+        train_losses = [r["loss"] for r in self.history if "loss" in r]
+        metrics.update({
+            "train_loss": train_losses[-1] if train_losses else float("nan"),
+            "global_step": self.global_step,
+            "train_runtime_s": wall_seconds,
+            "train_tokens": self.train_tokens,
+            "tokens_per_s": self.train_tokens / max(self.train_seconds, 1e-9),
+            "num_parameters": sum(p.numel() for p in acc.unwrap_model(self.model).parameters()),
+            "num_processes": acc.num_processes,
+            "mixed_precision": acc.mixed_precision,
+        })
+        text = self.sample()
+        if text is not None:
+            metrics["sample"] = text
+            self._print(f"sample: {text!r}")
+        self.save_model(self.output_dir)
+        if acc.is_main_process:
+            write_metrics(self.output_dir, metrics)
+            plot_loss_curve(self.output_dir / LOG_FILE, self.output_dir / "loss_curve.png")
+        acc.end_training()
+        return metrics
+
+    def save_model(self, directory: str | os.PathLike) -> None:
+        """The model folder (``artifacts.save_model_folder``: safetensors, tokenizer, LoRA merged) on the main
+        process, at the end of training."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        state_dict = acc.get_state_dict(self.model)  # gathers FSDP shards; on all processes
+        if acc.is_main_process:
+            save_model_folder(acc.unwrap_model(self.model), directory, self.tokenizer, state_dict=state_dict)
+        acc.wait_for_everyone()
+
+
+def train(model, train_dataloader, eval_dataloader=None, tokenizer=None, config: TrainingConfig | None = None,
+          compute_metrics=None, run_config: dict | None = None) -> dict:
+    """Build a :class:`Trainer` and run it; returns the final metrics (also in ``output_dir/metrics.json``)."""
+    return Trainer(model, train_dataloader, eval_dataloader, tokenizer, config, compute_metrics, run_config).train()
+
+
+__all__ = [
+    "TrainingConfig", "Trainer", "TrainingDivergedError", "EvalLoss", "train", "resolve_mixed_precision",
+    "distributed_state",
+]
