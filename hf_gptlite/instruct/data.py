@@ -100,10 +100,20 @@ def record_to_messages(record: dict, with_response: bool = False) -> list[dict]:
 
 
 def set_chat_template(tokenizer):
-    """Set the Alpaca chat template on ``tokenizer`` (saved by ``save_pretrained`` as ``chat_template.jinja``)."""
+    """Make ``tokenizer`` a chat tokenizer: the Alpaca chat template (saved by ``save_pretrained`` as
+    ``chat_template.jinja``) and ``split_special_tokens=False`` (saved in tokenizer_config.json).
+
+    The template ends every assistant turn with the text of the EOS token. A base tokenizer of this package
+    encodes special-looking text as plain bytes (``split_special_tokens=True``: a document cannot forge a
+    boundary), which would turn each end of turn into five byte tokens, so multi-turn histories
+    (``chat --keep_history``, ``transformers serve`` with several messages, SFT on the rendered template) would
+    never show the model its real end-of-turn id. A chat tokenizer therefore reads the special-token texts as
+    the special ids, as every transformers chat model does: "[EOS]" typed by a user also ends a turn.
+    """
     if tokenizer.eos_token is None:
         raise ValueError("the tokenizer has no eos_token: the Alpaca template ends each response with it")
     tokenizer.chat_template = ALPACA_CHAT_TEMPLATE
+    tokenizer.split_special_tokens = False
     return tokenizer
 
 
@@ -195,7 +205,7 @@ def tokenize_records(records: Sequence[dict], tokenizer) -> list[dict]:
     collate appends it). The prompt is the tokenizer's chat template with ``add_generation_prompt=True``, so
     training sees exactly the ids that generation will start from."""
     if not tokenizer.chat_template:
-        raise ValueError("the tokenizer has no chat template: call hf_gptlite.data.alpaca.set_chat_template first")
+        raise ValueError("the tokenizer has no chat template: call hf_gptlite.instruct.data.set_chat_template first")
     prompts = [tokenizer.apply_chat_template(record_to_messages(r), tokenize=False, add_generation_prompt=True)
                for r in records]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]

@@ -85,6 +85,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, train
         shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
     acc.save_state(str(tmp), safe_serialization=True)
+    acc.wait_for_everyone()  # every rank has written its part (RNG states, shards) before the rename
     if acc.is_main_process:
         (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2))
         if final.exists():  # the same step saved again (after a resume): swap it out

@@ -144,6 +144,50 @@ def test_chat_template_renders_the_alpaca_layout(chat_tokenizer):
         assert rendered == format_input(r) + "\n\n### Response:\n"
 
 
+TWO_TURNS = [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "Blue."},
+             {"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "Pear."}]
+
+
+def test_two_turn_chat_tokenizes_each_end_of_turn_as_the_eos_id(chat_tokenizer, tmp_path):
+    eos = chat_tokenizer.eos_token_id
+    ids = chat_tokenizer.apply_chat_template(TWO_TURNS, return_dict=False)
+    assert ids.count(eos) == 2 and ids[-1] == eos
+    first_turn = chat_tokenizer.apply_chat_template(TWO_TURNS[:2], return_dict=False)
+    assert ids[: len(first_turn)] == first_turn and first_turn[-1] == eos  # turn 1 ends with the id, not bytes
+    assert chat_tokenizer.decode(ids).count("[EOS]") == 2
+    # saved and reloaded (what `transformers serve` and chat --keep_history read) it stays a chat tokenizer
+    from transformers import AutoTokenizer
+
+    chat_tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded.apply_chat_template(TWO_TURNS, return_dict=False) == ids
+
+
+def test_a_model_trained_on_two_turn_chats_stops_at_the_end_of_its_turn(chat_tokenizer):
+    """SFT on the rendered template (TRL-style): the model learns the real EOS id at each turn's end, so greedy
+    decoding of the second turn stops there."""
+    tok = chat_tokenizer
+    ids = torch.tensor([tok.apply_chat_template(TWO_TURNS, return_dict=False)])
+    config = GPTLiteConfig.from_preset("tiny", vocab_size=len(tok), max_position_embeddings=512,
+                                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = GPTLiteForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 0.05
+    model.eval()
+    prompt = tok.apply_chat_template(TWO_TURNS[:3], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=20, do_sample=False, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    new = out[0, prompt["input_ids"].shape[1]:].tolist()
+    assert new[-1] == tok.eos_token_id and len(new) < 20  # stopped at the end of its turn
+    assert tok.decode(new, skip_special_tokens=True) == "Pear."
+
+
 def test_chat_template_rejects_bad_conversations(chat_tokenizer):
     with pytest.raises(Exception, match="at most two consecutive user messages"):
         chat_tokenizer.apply_chat_template([{"role": "user", "content": "a"}] * 3, tokenize=False)
