@@ -65,10 +65,11 @@ def has_native_bf16(device: torch.device) -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def matmul_peak_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
-    """Best fp32 FLOP/s of an n x n @ n x n torch.mm on this device (the MFU denominator)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak_flops(device: torch.device, n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best FLOP/s of an n x n @ n x n torch.mm in ``dtype`` on this device (the MFU denominator of a run in that
+    dtype: a bf16 run is measured against the bf16 peak, an fp32 run against the fp32 one)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for i in range(reps + 1):
         sync(device)
@@ -89,3 +90,16 @@ def load_average() -> str:
 
 def median(xs):
     return statistics.median(xs)
+
+
+def spread_pct(xs) -> float:
+    """Half the inter-quartile range as a percentage of the median: the noise of a timing, robust to outliers."""
+    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) >= 2 else [xs[0]] * 3
+    return 50 * (q[2] - q[0]) / q[1]
+
+
+def auto_precision(device: torch.device) -> str:
+    """What ``mixed_precision="auto"`` picks for training on ``device`` (the package's own rule)."""
+    from hf_gptlite.training import resolve_mixed_precision
+
+    return resolve_mixed_precision("auto") if device.type == "cpu" or torch.cuda.is_available() else "no"

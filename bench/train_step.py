@@ -1,14 +1,19 @@
-"""Training throughput: GPTLiteForCausalLM vs transformers' GPT2LMHeadModel, same shapes, same run.
+"""Training throughput: GPTLiteForCausalLM vs transformers' GPT2LMHeadModel, same shapes, same run, each at its
+best on the device: the precision ``mixed_precision="auto"`` picks (bf16 autocast on AVX-512-BF16 / AMX CPUs and
+CUDA, fp32 elsewhere), fused AdamW and sdpa attention for BOTH (so a ratio measures the implementation, not a
+precision or optimizer difference).
 
 One training step = forward with labels (loss), backward, AdamW step, zero_grad. Each variant lives in its own
 worker process (so peak memory is per variant) and the workers run in turn, rotating the order every repetition;
-the table shows medians over repetitions. MFU = 6 * N * tokens/s / peak, with N = every parameter except the
-position embeddings (the tied token embedding counted once, as the output layer's matmul) and the attention-score
-FLOPs not counted; the peak is the best fp32 FLOP/s of a large torch.mm measured by this script on this machine.
+the table shows medians over repetitions and the spread (half the inter-quartile range, % of the median).
+MFU = 6 * N * tokens/s / peak, with N = every parameter except the position embeddings (the tied token embedding
+counted once, as the output layer's matmul) and the attention-score FLOPs not counted; the peak is the best
+FLOP/s of a large torch.mm IN THE DTYPE THE RUN USES (bf16 or fp32), measured by this script on this machine.
 
     python bench/train_step.py                       # both shapes, CPU defaults (a few minutes on 2 cores)
-    python bench/train_step.py --shapes small --reps 5 --markdown
-    python bench/train_step.py --variants gpt2,ours-compiled --shapes small
+    python bench/train_step.py --shapes small --reps 9 --markdown
+    python bench/train_step.py --precision no        # force fp32 for both (the AVX2 machines' path)
+    python bench/train_step.py --variants gpt2,ours,gpt2-compiled,ours-compiled --shapes small
     python bench/train_step.py --profile             # + torch.profiler top ops of one step per variant
 """
 
@@ -26,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 from common import (  # noqa: E402
+    auto_precision,
     has_native_bf16,
     load_average,
     machine,
@@ -33,14 +39,15 @@ from common import (  # noqa: E402
     matmul_peak_flops,
     median,
     pick_device,
+    spread_pct,
     sync,
 )
 
 VARIANTS = {
-    "gpt2": "transformers GPT2LMHeadModel (sdpa, AdamW foreach)",
-    "ours": "GPTLiteForCausalLM eager (sdpa, AdamW foreach)",
-    "ours-fast": "GPTLiteForCausalLM fast path (fused AdamW{bf16})",
-    "ours-compiled": "GPTLiteForCausalLM fast path + torch.compile",
+    "gpt2": "transformers GPT2LMHeadModel",
+    "ours": "GPTLiteForCausalLM",
+    "gpt2-compiled": "transformers GPT2LMHeadModel + torch.compile",
+    "ours-compiled": "GPTLiteForCausalLM + torch.compile",
 }
 
 
@@ -49,7 +56,7 @@ def build(variant: str, shape: str, device: torch.device):
 
     torch.manual_seed(0)
     config = make_config(shape)
-    if variant == "gpt2":  # the same shape in transformers' own GPT-2, built directly so that no second model
+    if variant.startswith("gpt2"):  # the same shape in transformers' own GPT-2, built directly so that no second model
         # inflates this worker's peak RSS (weights do not matter for speed; parity is tested in tests/)
         from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -64,15 +71,13 @@ def build(variant: str, shape: str, device: torch.device):
     return model.to(device).train()
 
 
-def worker(conn, variant: str, shape: str, batch: int, seq: int, device_name: str, threads: int):
+def worker(conn, variant: str, shape: str, batch: int, seq: int, device_name: str, threads: int, bf16: bool):
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     model = build(variant, shape, device)
     n_params = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
-    fast = variant in ("ours-fast", "ours-compiled")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=fast or None)
-    bf16 = fast and has_native_bf16(device)
-    compiled = variant == "ours-compiled"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)  # both sides
+    compiled = variant.endswith("-compiled")
     forward = torch.compile(model) if compiled else model
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=gen).to(device)
@@ -89,7 +94,7 @@ def worker(conn, variant: str, shape: str, batch: int, seq: int, device_name: st
     for _ in range(2 if compiled else 1):  # compilation / first-touch allocations
         step()
     sync(device)
-    conn.send(dict(warmup_s=time.perf_counter() - t, n_params=n_params, bf16=bf16))
+    conn.send(dict(warmup_s=time.perf_counter() - t, n_params=n_params))
     while True:
         cmd, arg = conn.recv()
         if cmd == "run":
@@ -120,12 +125,14 @@ def worker(conn, variant: str, shape: str, batch: int, seq: int, device_name: st
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="small,124m", help="comma list from bench/common.py SHAPES")
-    p.add_argument("--variants", default=None, help="default gpt2,ours,ours-fast (+ours-compiled on GPU); "
-                   "ours-compiled costs minutes of compilation on a 2-core CPU")
+    p.add_argument("--variants", default=None, help="default gpt2,ours (+gpt2-compiled,ours-compiled on GPU); "
+                   "compiled variants cost minutes of compilation on a 2-core CPU")
+    p.add_argument("--precision", default="auto", choices=["auto", "no", "bf16"],
+                   help="auto: what mixed_precision=auto picks on this device (the same for both sides)")
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--batch", default=None, help="batch per shape, e.g. 'small=4,124m=2' (default: CPU 4/2, GPU 32/16)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per repetition (default: CPU 2, GPU 10)")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per repetition (default: CPU 4, GPU 20)")
+    p.add_argument("--reps", type=int, default=7)
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of one step per variant")
@@ -137,15 +144,21 @@ def main():
     batch = {"small": 32 if gpu else 4, "124m": 16 if gpu else 2, "cpu-small": 32 if gpu else 8}
     if args.batch:
         batch.update({k: int(v) for k, v in (kv.split("=") for kv in args.batch.split(","))})
-    steps = args.steps or (10 if gpu else 2)
-    variants = (args.variants or "gpt2,ours,ours-fast" + (",ours-compiled" if gpu else "")).split(",")
+    steps = args.steps or (20 if gpu else 4)
+    variants = (args.variants or "gpt2,ours" + (",gpt2-compiled,ours-compiled" if gpu else "")).split(",")
+    precision = auto_precision(device) if args.precision == "auto" else args.precision
+    if precision == "fp16":  # older CUDA GPUs: compare in fp32 rather than add a grad scaler to both sides
+        precision = "no"
+    bf16 = precision == "bf16"
     for v in variants:
         if v not in VARIANTS:
             raise SystemExit(f"unknown variant {v!r}; choose from {sorted(VARIANTS)}")
     load_before = load_average()
-    peak = matmul_peak_flops(device)
+    peak = matmul_peak_flops(device, dtype=torch.bfloat16 if bf16 else torch.float32)
+    dtype_name = "bf16" if bf16 else "fp32"
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.markdown else print
-    log(f"machine: {machine(device)}; fp32 torch.mm peak {peak / 1e9:.1f} GFLOP/s; load avg {load_before}")
+    log(f"machine: {machine(device)}; native bf16: {has_native_bf16(device)}; precision {dtype_name} for both; "
+        f"{dtype_name} torch.mm peak {peak / 1e9:.1f} GFLOP/s; load avg {load_before}")
 
     ctx = mp.get_context("spawn")
     rows = []
@@ -155,7 +168,7 @@ def main():
         workers = {}
         for v in variants:  # start one at a time so start-up and compile do not overlap
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker, args=(child, v, shape, B, args.seq, str(device), args.threads))
+            proc = ctx.Process(target=worker, args=(child, v, shape, B, args.seq, str(device), args.threads, bf16))
             proc.start()
             info = parent.recv()
             workers[v] = (proc, parent, info)
@@ -177,25 +190,31 @@ def main():
             mem = conn.recv()
             proc.join()
             tps = tokens / median(times[v])
-            rows.append(dict(shape=shape, variant=v, batch=B, tps=tps, mem=mem, bf16=info["bf16"],
-                             mfu=6 * info["n_params"] * tps / peak, spread=(tokens / max(times[v]), tokens / min(times[v]))))
+            rows.append(dict(shape=shape, variant=v, batch=B, tps=tps, mem=mem, times=times[v],
+                             mfu=6 * info["n_params"] * tps / peak, spread=spread_pct(times[v])))
     load_after = load_average()
 
     mem_name = "peak GPU alloc MiB" if gpu else "peak RSS MiB"
     lines = [
-        f"Machine: {machine(device)}; fp32 `torch.mm` peak measured {peak / 1e9:.1f} GFLOP/s; "
-        f"load average before/after {load_before} → {load_after}.",
-        f"Context {args.seq}, {steps} steps × {args.reps} repetitions (median); "
-        f"`python bench/train_step.py --shapes {args.shapes} --reps {args.reps} --variants {','.join(variants)}`",
+        f"Machine: {machine(device)}; native bf16: {has_native_bf16(device)}; both sides {dtype_name}, fused AdamW, "
+        f"sdpa; {dtype_name} `torch.mm` peak measured {peak / 1e9:.1f} GFLOP/s; load average before/after "
+        f"{load_before} → {load_after}.",
+        f"Context {args.seq}, {steps} steps × {args.reps} repetitions (median; ± = half the inter-quartile range); "
+        f"`python bench/train_step.py --shapes {args.shapes} --reps {args.reps} --precision {args.precision} "
+        f"--variants {','.join(variants)}`",
         "",
-        f"| shape | batch | implementation | tokens/s (min–max) | × GPT-2 | MFU | {mem_name} |",
+        f"| shape | batch | implementation | tokens/s | × GPT-2 (per-rep ratio, median) | MFU ({dtype_name} peak) | {mem_name} |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        base = next((x for x in rows if x["shape"] == r["shape"] and x["variant"] == "gpt2"), None)
-        ratio = f"{r['tps'] / base['tps']:.2f}×" if base else "–"
-        name = VARIANTS[r["variant"]].format(bf16=", bf16 autocast" if r["bf16"] else "")
-        lines.append(f"| {r['shape']} | {r['batch']} | {name} | {r['tps']:.0f} ({r['spread'][0]:.0f}–{r['spread'][1]:.0f}) "
+        base_name = "gpt2-compiled" if r["variant"].endswith("-compiled") else "gpt2"
+        base = next((x for x in rows if x["shape"] == r["shape"] and x["variant"] == base_name), None)
+        if base:  # paired ratio: the same repetition ran both, so the machine's drift cancels
+            ratios = [b / t for t, b in zip(r["times"], base["times"])]
+            ratio = f"{median(ratios):.2f}× (±{spread_pct(ratios):.1f}%)"
+        else:
+            ratio = "–"
+        lines.append(f"| {r['shape']} | {r['batch']} | {VARIANTS[r['variant']]} | {r['tps']:.0f} ±{r['spread']:.1f}% "
                      f"| {ratio} | {100 * r['mfu']:.0f}% | {r['mem']:.0f} |")
     print("\n".join(lines))
 
