@@ -195,9 +195,10 @@ class GPTLiteModel(GPTLitePreTrainedModel):
         past = cache.get_seq_length() if cache is not None else 0
         # A static cache counts its tokens in a 0-d tensor: comparing that would sync with the device and break
         # torch.compile's graph, so only the new tokens are checked then (the embedding lookup fails past the end).
-        if (past if isinstance(past, int) else 0) + T > self.config.max_position_embeddings:
+        cached = past if isinstance(past, int) else 0
+        if cached + T > self.config.max_position_embeddings:
             raise ValueError(
-                f"sequence length {past + T} (cached {past} + new {T}) exceeds the model's "
+                f"sequence length {cached + T} (cached {cached} + new {T}) exceeds the model's "
                 f"max_position_embeddings={self.config.max_position_embeddings}; truncate the input"
             )
         if position_ids is None:
