@@ -3,12 +3,13 @@
 ``ModelTesterMixin`` (tests/test_modeling_common.py) and ``GenerationTesterMixin`` (tests/generation/test_utils.py)
 are not in the transformers wheel. The source distribution of the *installed* version is fetched from PyPI the first
 time (``pip download``) and its ``tests/`` unpacked into ``~/.cache/hf_gptlite/transformers-<version>-tests``, reused
-after that; nothing of it is copied into this repository. Skipped, with the reason, when PyPI cannot be reached.
+after that; nothing of it is copied into this repository. Skipped, with the reason, when PyPI cannot be reached or
+the test-only dependency ``parameterized`` is missing.
 
-The sdist ships only the top-level ``tests/*.py``: ``tests/generation/`` and ``tests/exporters/`` (which
-``test_modeling_common`` imports) are missing from it. Point ``HF_GPTLITE_TRANSFORMERS_TESTS`` at the ``tests/``
-folder of a transformers checkout of the same version to run them as well; without it they are stand-ins and the
-generation / export mixins' tests show up as two skipped tests saying so.
+The sdist ships only the top-level ``tests/*.py``: ``tests/generation/`` and ``tests/exporters/``, which
+``test_modeling_common`` imports, are not in it. Empty stand-ins take their place, and one skipped test for each says
+so; point ``HF_GPTLITE_TRANSFORMERS_TESTS`` at the ``tests/`` folder of a transformers checkout of the installed
+version to run those mixins too. test_model_conventions.py checks the decoding strategies against GPT-2 meanwhile.
 """
 
 import importlib
@@ -35,6 +36,9 @@ pytest.importorskip("parameterized", reason="transformers' common tests need `pa
 PACKAGE = "transformers_common_tests"  # the name the sdist's tests/ folder is imported under
 # what test_modeling_common imports that the sdist does not ship: module -> the mixin class it takes from it
 NOT_IN_SDIST = {"exporters.test_export": "ExportTesterMixin", "generation.test_utils": "GenerationTesterMixin"}
+# the test that is skipped, saying why, while that module is a stand-in
+STAND_IN_MARKERS = {"exporters.test_export": "test_export_tester_mixin_present",
+                    "generation.test_utils": "test_generation_tester_mixin_present"}
 
 
 def _fetch_sdist_tests(dest: Path) -> None:
@@ -49,6 +53,8 @@ def _fetch_sdist_tests(dest: Path) -> None:
         with tarfile.open(sdists[0]) as tar:
             members = [m for m in tar.getmembers()
                        if m.isfile() and m.name.endswith(".py") and m.name.split("/")[1:2] == ["tests"]]
+            if not members:
+                raise RuntimeError(f"{sdists[0].name} has no tests/ folder")
             tar.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         tests = Path(tmp) / members[0].name.split("/")[0] / "tests"
         for folder in {p.parent for p in tests.rglob("*.py")}:
@@ -130,7 +136,6 @@ class GPTLiteModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCas
                             (auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES, "GPTLiteForSequenceClassification")):
             self.enterContext(mock.patch.dict(table, {"gptlite": name}))
 
-    # With the stand-in mixins these two are skipped, saying why: a count of what did not run.
     def test_generation_tester_mixin_present(self):
         self.assertTrue(any(name.startswith("test_") for name in dir(GenerationTesterMixin)))
 
@@ -138,15 +143,13 @@ class GPTLiteModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCas
         self.assertTrue(any(name.startswith("test_") for name in dir(ExportTesterMixin)))
 
 
-NOT_SHIPPED = ("not in transformers {v}'s sdist (tests/{path}.py): set HF_GPTLITE_TRANSFORMERS_TESTS to a "
-               "transformers checkout's tests/ folder to run the {what} tests")
-SKIPS: dict[str, str] = {}
-if "generation.test_utils" in STAND_INS:
-    SKIPS["test_generation_tester_mixin_present"] = NOT_SHIPPED.format(
-        v=transformers.__version__, path="generation/test_utils", what="GenerationTesterMixin")
-if "exporters.test_export" in STAND_INS:
-    SKIPS["test_export_tester_mixin_present"] = NOT_SHIPPED.format(
-        v=transformers.__version__, path="exporters/test_export", what="ExportTesterMixin")
-
+# Every skip added here, with its reason. The mixins' tests all run; those that skip themselves say why
+# ("test requires accelerator", "Model does not have a TP plan." ...).
+SKIPS = {
+    STAND_IN_MARKERS[module]: f"{NOT_IN_SDIST[module]} is not in transformers {transformers.__version__}'s sdist "
+        f"(tests/{module.replace('.', '/')}.py): set HF_GPTLITE_TRANSFORMERS_TESTS to a transformers checkout's "
+        "tests/ folder to run its tests"
+    for module in STAND_INS
+}
 for _name, _reason in SKIPS.items():
     setattr(GPTLiteModelTest, _name, unittest.skip(_reason)(getattr(GPTLiteModelTest, _name)))
