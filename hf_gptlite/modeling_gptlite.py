@@ -11,8 +11,6 @@ Shapes: B = batch, T = new tokens, S = tokens attended to (cache + new), H = hid
 nh = heads, hd = head size.
 """
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -29,6 +27,8 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutputWithPast,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
@@ -183,7 +183,7 @@ class GPTLiteModel(GPTLitePreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -260,7 +260,7 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         """``labels``: (B, T) token ids, shifted inside; -100 is ignored. ``logits_to_keep``: an int keeps the last
         positions (1: what generation needs, 0: all), a tensor selects positions as in every transformers model."""
@@ -280,7 +280,7 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
 
     # ---- GPT-2 weights ---------------------------------------------------------------------------
     @classmethod
-    def from_gpt2(cls, src, **kwargs) -> GPTLiteForCausalLM:
+    def from_gpt2(cls, src, **kwargs) -> "GPTLiteForCausalLM":
         """Build from GPT-2 weights: a ``GPT2LMHeadModel``, a local folder or a Hub id
         (``openai-community/gpt2``, ``-medium``, ``-large``, ``-xl``)."""
         from transformers import GPT2LMHeadModel
@@ -365,7 +365,7 @@ class GPTLiteForSequenceClassification(GPTLitePreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutputWithPast:
         out = self.transformer(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
