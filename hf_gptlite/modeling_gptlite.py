@@ -11,8 +11,6 @@ Shapes: B = batch, T = new tokens, S = tokens attended to (cache + new), H = hid
 nh = heads, hd = head size.
 """
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -28,7 +26,12 @@ from transformers.modeling_outputs import (
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_gptlite import GPTLiteConfig
 
@@ -61,6 +64,7 @@ class GPTLiteAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, **kwargs):
+        """-> (output (B, T, H), attention weights (B, nh, T, S), or None from kernels that do not return them)"""
         B, T, H = hidden_states.shape
         qkv = self.c_attn(hidden_states).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
@@ -103,10 +107,9 @@ class GPTLiteBlock(GradientCheckpointingLayer):
         self.mlp = GPTLiteMLP(config)
 
     def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
-        attn_out, attn_weights = self.attn(self.ln_1(hidden_states), attention_mask, cache, **kwargs)
-        hidden_states = hidden_states + attn_out
-        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
-        return hidden_states, attn_weights
+        # `cache` by keyword: under gradient checkpointing (with gradients on) the base class drops it, with a warning
+        hidden_states = hidden_states + self.attn(self.ln_1(hidden_states), attention_mask, cache, **kwargs)[0]
+        return hidden_states + self.mlp(self.ln_2(hidden_states))
 
 
 class GPTLitePreTrainedModel(PreTrainedModel):
@@ -120,6 +123,9 @@ class GPTLitePreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # what `output_hidden_states` / `output_attentions` collect (hooks installed by `capture_outputs`): each block's
+    # input and output (the last one replaced by the final LayerNorm's output), and the attention weights
+    _can_record_outputs = {"hidden_states": GPTLiteBlock, "attentions": GPTLiteAttention}
 
     def _init_weights(self, module):
         super()._init_weights(module)  # N(0, 0.02) linears/embeddings, unit LayerNorms, zero biases
@@ -128,6 +134,21 @@ class GPTLitePreTrainedModel(PreTrainedModel):
         if isinstance(module, (GPTLiteAttention, GPTLiteMLP)):
             std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
             init.normal_(module.c_proj.weight, mean=0.0, std=std)
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """transformers' resize. With ``config.pad_vocab_size_multiple`` set, ``config.vocab_size`` becomes
+        ``new_num_tokens`` (the real tokens) and the embedding / head get ``config.padded_vocab_size`` rows: the
+        shapes a model built from the saved config has, so resize -> save_pretrained -> from_pretrained round-trips."""
+        multiple = self.config.pad_vocab_size_multiple
+        if multiple is None or (new_num_tokens is None and pad_to_multiple_of is None):
+            return super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if pad_to_multiple_of is not None or new_num_tokens is None:
+            raise ValueError(f"config.pad_vocab_size_multiple={multiple} already pads the vocabulary: pass "
+                             "new_num_tokens only, or change config.pad_vocab_size_multiple")
+        self.config.vocab_size = new_num_tokens
+        embeddings = super().resize_token_embeddings(self.config.padded_vocab_size, mean_resizing=mean_resizing)
+        self.config.vocab_size = self.vocab_size = new_num_tokens  # super() set both to the number of rows
+        return embeddings
 
 
 class GPTLiteModel(GPTLitePreTrainedModel):
@@ -149,6 +170,11 @@ class GPTLiteModel(GPTLitePreTrainedModel):
     def set_input_embeddings(self, value):
         self.wte = value
 
+    # output_hidden_states / output_attentions / return_dict / use_cache default to the config's values, the way
+    # every transformers model reads them; `past_key_values=` still works, with transformers' deprecation warning
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @merge_with_config_defaults
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -157,25 +183,22 @@ class GPTLiteModel(GPTLitePreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        past_key_values: Cache | None = None,  # the name transformers < 5.24 used for `cache`
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
-        cache = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)  # (B, T, H)
-        B, T = inputs_embeds.shape[:2]
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        T = inputs_embeds.shape[1]
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         past = cache.get_seq_length() if cache is not None else 0
-        if past + T > self.config.max_position_embeddings:
+        # A static cache counts its tokens in a 0-d tensor: comparing that would sync with the device and break
+        # torch.compile's graph, so only the new tokens are checked then (the embedding lookup fails past the end).
+        cached = past if isinstance(past, int) else 0
+        if cached + T > self.config.max_position_embeddings:
             raise ValueError(
-                f"sequence length {past + T} (cached {past} + new {T}) exceeds the model's "
+                f"sequence length {cached + T} (cached {cached} + new {T}) exceeds the model's "
                 f"max_position_embeddings={self.config.max_position_embeddings}; truncate the input"
             )
         if position_ids is None:
@@ -183,34 +206,18 @@ class GPTLiteModel(GPTLitePreTrainedModel):
                 # count real tokens only, so a left-padded prompt starts at position 0
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
             else:
-                position_ids = torch.arange(past, past + T, device=inputs_embeds.device).unsqueeze(0)
-        hidden_states = self.drop(inputs_embeds + self.wpe(position_ids))
+                position_ids = (torch.arange(T, device=inputs_embeds.device) + past).unsqueeze(0)
+        # .to(): with a device_map the position embedding may sit on another device than the token embedding
+        hidden_states = self.drop(inputs_embeds + self.wpe(position_ids).to(inputs_embeds.device))
 
         # None (pure causal: kernels use is_causal), a 4D additive mask, or a flex BlockMask
         mask = create_causal_mask(
             config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
             cache=cache, position_ids=position_ids,
         )
-        all_hidden, all_attn = [], []
         for block in self.h:
-            if output_hidden_states:
-                all_hidden.append(hidden_states)
-            hidden_states, attn_weights = block(
-                hidden_states, mask, cache if not (self.gradient_checkpointing and self.training) else None,
-                position_ids=position_ids, **kwargs,
-            )
-            if output_attentions:
-                all_attn.append(attn_weights)
-        hidden_states = self.ln_f(hidden_states)
-        if output_hidden_states:
-            all_hidden.append(hidden_states)
-        out = BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            cache=cache if use_cache else None,
-            hidden_states=tuple(all_hidden) if output_hidden_states else None,
-            attentions=tuple(all_attn) if output_attentions else None,
-        )
-        return out if return_dict is not False else out.to_tuple()
+            hidden_states = block(hidden_states, mask, cache=cache, position_ids=position_ids, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.ln_f(hidden_states), cache=cache if use_cache else None)
 
 
 class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
@@ -230,16 +237,19 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
-    def _head(self, hidden):  # (B, T, H) -> (B, T, V)
-        head, (B, T) = self.lm_head, hidden.shape[:2]
+    def _head(self, hidden):  # (B, T, H) -> (B, T, V); (N, H) -> (N, V) after a boolean logits_to_keep
+        head = self.lm_head
         # A decoding step of a few sequences on CPU (T == 1, 2-32 rows): MKL runs x @ W^T slowly for a [V, H]
         # weight; W @ x^T (the same numbers, a transposed view) measured 1.5-5x faster. Only there, and only for a
         # plain hook-free nn.Linear, so PEFT / accelerate hooks on the head still run through its forward.
-        if (not self.training and T == 1 and 2 <= B <= 32 and hidden.device.type == "cpu" and type(head) is nn.Linear
+        if (not self.training and hidden.ndim == 3 and hidden.shape[1] == 1 and 2 <= hidden.shape[0] <= 32
+                and hidden.device.type == "cpu" and type(head) is nn.Linear
                 and not (head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook"))):
             return (head.weight @ hidden[:, 0].T).T.unsqueeze(1)
         return head(hidden)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -250,31 +260,27 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
-        """``labels``: (B, T) token ids, shifted inside; -100 is ignored. ``logits_to_keep=1`` computes only
-        the last position's logits (what generation needs)."""
+        """``labels``: (B, T) token ids, shifted inside; -100 is ignored. ``logits_to_keep``: an int keeps the last
+        positions (1: what generation needs, 0: all), a tensor selects positions as in every transformers model."""
         out = self.transformer(
-            input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache, **kwargs
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, return_dict=True, **kwargs,
         )
-        hidden_states = out.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self._head(hidden_states[:, keep, :])  # (B, T', padded vocab)
+        logits = self._head(slice_logits_to_keep(out.last_hidden_state, logits_to_keep))  # (B, T', padded vocab)
         if logits.shape[-1] != self.config.vocab_size:  # pad_vocab_size_multiple: drop the padding rows' logits
             logits = logits[..., : self.config.vocab_size]  # a view; the loss reads it without a copy
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
-        result = CausalLMOutputWithPast(
-            loss=loss, logits=logits, cache=out.cache,
-            hidden_states=out.hidden_states, attentions=out.attentions,
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return result if return_dict is not False else result.to_tuple()
 
     # ---- GPT-2 weights ---------------------------------------------------------------------------
     @classmethod
-    def from_gpt2(cls, src, **kwargs) -> GPTLiteForCausalLM:
+    def from_gpt2(cls, src, **kwargs) -> "GPTLiteForCausalLM":
         """Build from GPT-2 weights: a ``GPT2LMHeadModel``, a local folder or a Hub id
         (``openai-community/gpt2``, ``-medium``, ``-large``, ``-xl``)."""
         from transformers import GPT2LMHeadModel
@@ -348,6 +354,8 @@ class GPTLiteForSequenceClassification(GPTLitePreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -357,11 +365,11 @@ class GPTLiteForSequenceClassification(GPTLitePreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutputWithPast:
         out = self.transformer(
-            input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache, **kwargs
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, return_dict=True, **kwargs,
         )
         logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
         B, T = logits.shape[:2]
@@ -394,11 +402,9 @@ class GPTLiteForSequenceClassification(GPTLitePreTrainedModel):
                 loss = F.cross_entropy(pooled.view(-1, self.num_labels), labels.view(-1))
             else:
                 loss = F.binary_cross_entropy_with_logits(pooled, labels.to(pooled.dtype))
-        result = SequenceClassifierOutputWithPast(
-            loss=loss, logits=pooled, cache=out.cache,
-            hidden_states=out.hidden_states, attentions=out.attentions,
+        return SequenceClassifierOutputWithPast(
+            loss=loss, logits=pooled, cache=out.cache, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return result if return_dict is not False else result.to_tuple()
 
 
 __all__ = [
