@@ -2,7 +2,9 @@
 
 A checkpoint is ``OUTPUT_DIR/checkpoints/step_N/``: ``accelerator.save_state`` (model, optimizer, scheduler, RNG
 states, safetensors) plus ``trainer_state.json`` (step, epoch, position in the data, plan). It is written into
-``.tmp-step_N`` and renamed when complete, so a kill at any moment leaves either the whole checkpoint or none.
+``.tmp-step_N`` by every process (each its RNG state; under FSDP each its shards), and the main process renames it
+only after all have finished writing, so a kill at any moment leaves either the whole checkpoint or none. The loop
+saves between two optimizer steps, when no accumulated gradient is pending: a checkpoint is a step boundary.
 """
 
 from __future__ import annotations

@@ -1,13 +1,34 @@
 """The one training loop every recipe shares, on ``accelerate.Accelerator``. It knows batches, losses and the
 metric function a task hands it; nothing of any task.
 
-    batches -> accumulate(forward, backward) -> clip -> AdamW step -> warmup+cosine LR      (optim.py)
-            -> log (tqdm, trackers, log.jsonl) -> evaluate (loss + the task's metrics) -> sample
-            -> checkpoint (atomic, keep last K)                                               (checkpoints.py)
+    MicroBatchStream -> TrainStep: forward/backward x accumulation, token-weighted -> clip -> AdamW -> LR (step.py,
+    (batches.py)                                                                         optim.py)
+        -> TimeBudget plan (budget.py) -> log (tqdm, trackers, log.jsonl) -> evaluate (loss + the task's metrics)
+        -> sample -> checkpoint (atomic, keep last K)                                      (checkpoints.py)
     end:    metrics.json, training_config.json, loss_curve.png, save_pretrained(model + tokenizer) (artifacts.py)
 
 The same code runs under ``python`` (one process, CPU or one GPU) and ``accelerate launch`` (DDP, FSDP, ...).
-A "step" is one optimizer update (``gradient_accumulation_steps`` batches per process).
+
+What a step is, on any number of processes:
+
+* A step is one optimizer update of exactly ``gradient_accumulation_steps`` micro-batches (``per_device_batch_size``
+  examples each) per process. The data is one continuing stream: the next epoch's first batches complete a step the
+  last epoch began, so an epoch end never forces, shortens or splits a step.
+* Its loss is the mean over every label item (label tokens other than -100, ``labels[..., 1:]`` for a causal LM; for
+  a classifier, examples) of all its micro-batches on all processes: the same update for 2 processes x accumulation 2
+  as for 1 x 4, or 1 x 1 with 4x the batch, and a batch of 5 real tokens weighs 5/500 of one of 500 (step.py).
+  This is transformers' ``num_items_in_batch`` with ``average_tokens_across_devices``.
+* The accumulation is the loop's own (``accelerator.no_sync`` on all micro-batches but the last; the Accelerator is
+  built with ``gradient_accumulation_steps=1`` and ``sync_with_dataloader=False``): ``accelerator.accumulate``
+  counts micro-batches by itself and forces a step at every dataloader end, which splits steps at epoch ends and
+  can leave the last gradients of a run unapplied.
+* Decisions every process must share are made once: "some process saw a non-finite loss" is all-reduced (each
+  process then raises the same ``TrainingDivergedError`` before the update, no checkpoint of the bad weights),
+  "time is up" and the planned horizon come from the main process's clock (budget.py), capped by ``max_steps``.
+* Checkpoints are written between steps (no pending gradients): a resumed run replays the interrupted step from its
+  first micro-batch and ends with the weights of an uninterrupted run.
+* The logged ``loss`` is the mean of the logged steps' losses (each the item-weighted mean above), ``grad_norm``
+  the norm of the last step's whole gradient before clipping: what the updates used.
 
 Use it with your own dataloaders; batches are dicts the model takes as keyword arguments (with ``labels``)::
 
@@ -31,14 +52,24 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedType,
+    GradientAccumulationPlugin,
+    ProjectConfiguration,
+    parse_flag_from_env,
+    set_seed,
+)
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from .artifacts import LOG_FILE, plot_loss_curve, save_model_folder, write_metrics
+from .batches import MicroBatchStream, loss_shifts_labels, take
+from .budget import TimeBudget
 from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from .optim import WarmupCosine, create_optimizer
+from .step import TrainStep
 
 
 class TrainingDivergedError(RuntimeError):
@@ -59,7 +90,9 @@ class TrainingConfig:
     )
     per_device_batch_size: int = field(default=16, metadata={"help": "sequences per batch on each process"})
     per_device_eval_batch_size: int | None = field(default=None, metadata={"help": "None: per_device_batch_size"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "batches summed per optimizer update"})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "micro-batches per process in each optimizer update (the loss: a mean over all)"}
+    )
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW decay (never on norms, biases, embeddings)"})
     adam_beta1: float = 0.9
@@ -71,7 +104,7 @@ class TrainingConfig:
     logging_steps: int = field(default=10, metadata={"help": "log train loss/lr every N steps"})
     eval_steps: int = field(default=0, metadata={"help": "evaluate every N steps (0: only at the end)"})
     eval_max_batches: int | None = field(
-        default=None, metadata={"help": "cap periodic evaluations at N batches (the final one uses all)"}
+        default=None, metadata={"help": "cap periodic evaluations at N >= 1 batches (the final one uses all)"}
     )
     save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: no checkpoints)"})
     save_total_limit: int = field(default=2, metadata={"help": "keep the last K checkpoints"})
@@ -104,6 +137,9 @@ class TrainingConfig:
             raise ValueError("set max_steps > 0 or num_epochs > 0")
         if self.save_total_limit < 1:
             raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
+        if self.eval_max_batches is not None and self.eval_max_batches < 1:
+            raise ValueError(f"eval_max_batches must be None (all batches) or >= 1, got {self.eval_max_batches}: "
+                             "an evaluation of no batches has no loss")
 
 
 # ---- hardware ------------------------------------------------------------------------------------
@@ -140,15 +176,6 @@ class EvalLoss:
     complete: bool  # True when every evaluation batch was seen (no ``eval_max_batches`` cap)
 
 
-def loss_shifts_labels(model: nn.Module) -> bool:
-    """True for causal-LM losses, which predict ``labels[:, 1:]`` from ``logits[:, :-1]``: decided from the model's
-    ``loss_type`` as transformers' Trainer does, never from tensor shapes."""
-    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
-
-    model = getattr(model, "get_base_model", lambda: model)()
-    return LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss
-
-
 class Trainer:
     """Trains ``model`` on ``train_dataloader``; see the module docstring.
 
@@ -181,7 +208,8 @@ class Trainer:
         GradientState._reset_state()
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(c.mixed_precision),
-            gradient_accumulation_steps=c.gradient_accumulation_steps,
+            # the loop accumulates itself (step.py): accelerate must never step on its own at a dataloader's end
+            gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1, sync_with_dataloader=False),
             log_with=self._trackers(),
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "tensorboard")
@@ -190,6 +218,13 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # order = f(seed, epoch)
         )
         acc = self.accelerator
+        if parse_flag_from_env("ACCELERATE_USE_FSDP") and acc.distributed_type != DistributedType.FSDP:
+            self._print(f"warning: an FSDP launch config, but accelerate runs {acc.distributed_type.value} here "
+                        "(accelerate 1.15 has no FSDP on CPU): every process holds the whole model")
+        for name, loader in (("training", train_dataloader), ("evaluation", eval_dataloader)):
+            if loader is not None and hasattr(loader, "__len__") and len(loader) == 0:
+                raise ValueError(f"the {name} dataloader yields no batches (is the {name} data empty?)"
+                                 + (" Pass eval_dataloader=None to train without evaluation." if name[0] == "e" else ""))
         optimizer = create_optimizer(model, c, acc.device)
         steps_per_epoch = self._steps_per_epoch(train_dataloader, acc.num_processes)
         if c.max_steps > 0:
@@ -198,16 +233,16 @@ class Trainer:
             raise ValueError("the training data has no length (streaming): set max_steps")
         else:
             total = max(1, math.ceil(c.num_epochs * steps_per_epoch))
-        self._planned_steps = total
+        self._planned_steps = total  # the cap of a time budget
         self.schedule = WarmupCosine(c.warmup_steps, total, c.min_lr_ratio)
         scheduler = LambdaLR(optimizer, self.schedule)
         self.model, self.optimizer, self.train_dataloader, self.scheduler = acc.prepare(
             model, optimizer, train_dataloader, scheduler
         )
         self.eval_dataloader = acc.prepare(eval_dataloader) if eval_dataloader is not None else None
+        self.stream = MicroBatchStream(self.train_dataloader, acc)  # its position is saved in checkpoints
+        self.step = TrainStep(acc, self.model, self.optimizer, c.max_grad_norm)
         self.global_step = 0
-        self.epoch = 0
-        self.batches_into_epoch = 0  # batches of the current epoch already consumed (for resume)
         self.train_tokens = 0  # tokens seen by all processes
         self.train_seconds = 0.0  # time in forward/backward/step only
         self.history: list[dict] = []
@@ -223,16 +258,21 @@ class Trainer:
             return [t for t in ("tensorboard", "trackio") if importlib.util.find_spec(t)] or None
         return [t.strip() for t in spec.split(",") if t.strip()]
 
-    def _steps_per_epoch(self, dataloader, num_processes: int) -> int | None:
+    def _steps_per_epoch(self, dataloader, num_processes: int) -> float | None:
+        """Steps in one pass over the data (a fraction: the stream goes on into the next pass)."""
         try:
             n = len(dataloader)  # batches in one pass, before accelerate splits them across processes
         except TypeError:
             return None
-        return max(1, math.ceil(n / num_processes) // self.config.gradient_accumulation_steps)
+        return math.ceil(n / num_processes) / self.config.gradient_accumulation_steps
 
     @property
     def total_steps(self) -> int:
         return self.schedule.total_steps
+
+    @property
+    def epoch(self) -> int:
+        return self.stream.epoch
 
     def _model_summary(self) -> dict:
         model = self.accelerator.unwrap_model(self.model)
@@ -258,7 +298,8 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
         state = {
-            "global_step": self.global_step, "epoch": self.epoch, "batches_into_epoch": self.batches_into_epoch,
+            "global_step": self.global_step, **self.stream.state(),  # between steps: no gradient is pending
+            "gradient_accumulation_steps": self.config.gradient_accumulation_steps,
             "total_steps": self.total_steps, "train_tokens": self.train_tokens,
             "train_seconds": self.train_seconds, "num_processes": acc.num_processes,
             "model_class": type(acc.unwrap_model(self.model)).__name__, "model_summary": self._model_summary(),
@@ -274,8 +315,8 @@ class Trainer:
                 f"{acc.num_processes}; the data order after resume will differ"
             )
         self.global_step = state["global_step"]
-        self.epoch = state["epoch"]
-        self.batches_into_epoch = state["batches_into_epoch"]
+        self.stream.close()
+        self.stream = MicroBatchStream(self.train_dataloader, acc, state["epoch"], state["batches_into_epoch"])
         self.schedule.total_steps = state["total_steps"]
         self.train_tokens = state["train_tokens"]
         self.train_seconds = state["train_seconds"]
@@ -292,7 +333,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
         """``eval_loss``: the mean loss over every evaluated item, gathered across processes (per label token
-        for causal LMs, per example otherwise), then the task's ``compute_metrics``."""
+        for causal LMs, per example otherwise), then the task's ``compute_metrics``. An evaluation that scores
+        nothing (no batches, every label -100) raises ``ValueError``: it has no loss, and 0 would read as perfect."""
+        if max_batches is not None and max_batches < 1:
+            raise ValueError(f"eval_max_batches must be None (all batches) or >= 1, got {max_batches}")
         acc, model = self.accelerator, self.model
         model.eval()
         metrics: dict[str, float] = {}
@@ -301,15 +345,18 @@ class Trainer:
             shifted = loss_shifts_labels(acc.unwrap_model(model))
             total_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
             total_count = torch.zeros((), dtype=torch.float64, device=acc.device)
-            for i, batch in enumerate(self.eval_dataloader):
-                if max_batches is not None and i >= max_batches:
-                    break
+            for batch in take(self.eval_dataloader, max_batches):
                 out = model(**batch)
                 nats, count = self._loss_per_example(out, batch, shifted)
                 nats, count = acc.gather_for_metrics((nats.double(), count.double()))
                 total_loss += nats.sum()
                 total_count += count.sum()
-            measured.loss = (total_loss / total_count.clamp(min=1)).item()
+            if total_count.item() == 0:  # the same on every process (gathered)
+                raise ValueError(
+                    "the evaluation scored no items: the evaluation data yields no batches or only labels of -100 "
+                    f"(eval_max_batches={max_batches}). Pass eval_dataloader=None to train without evaluation."
+                )
+            measured.loss = (total_loss / total_count).item()
             measured.num_items = int(total_count.item())
             metrics["eval_loss"] = measured.loss
         if self.compute_metrics is not None:
@@ -355,46 +402,6 @@ class Trainer:
             model.train()
 
     # -- training
-    def _train_iterator(self):
-        """Yields batches forever-ish, epoch after epoch, resuming mid-epoch after a checkpoint load."""
-        while True:
-            loader = self.train_dataloader
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(self.epoch)
-            if self.batches_into_epoch:
-                loader = self.accelerator.skip_first_batches(loader, self.batches_into_epoch)
-            empty = True
-            for batch in loader:
-                empty = False
-                self.batches_into_epoch += 1
-                yield batch
-            if empty and self.batches_into_epoch == 0:
-                raise ValueError("the training dataloader yields no batches (is the training data empty?)")
-            self.epoch += 1
-            self.batches_into_epoch = 0
-
-    def _maybe_apply_time_budget(self, start: float, start_step: int) -> bool:
-        """With ``max_train_minutes``: set the planned steps (and so the cosine horizon) to what fits in the
-        budget at the speed measured since the 3rd step of this invocation (capped at ``max_steps``).
-        Returns True when the time is up."""
-        budget = self.config.max_train_minutes
-        if not budget or budget <= 0:
-            return False
-        now = time.perf_counter()
-        if self.global_step - start_step == 3:
-            self._budget_ref = (now, self.global_step)  # the first steps are slower (allocations)
-        if now - start >= budget * 60:
-            return True
-        ref = getattr(self, "_budget_ref", None)
-        if ref is None or self.global_step - ref[1] < 3:
-            return False
-        per_step = (now - ref[0]) / (self.global_step - ref[1])
-        fit = self.global_step + int((budget * 60 - (now - start)) / per_step)
-        cap = self.config.max_steps if self.config.max_steps > 0 else self._planned_steps
-        fit = torch.tensor(max(self.global_step + 1, min(fit, cap)), device=self.accelerator.device)
-        self.schedule.total_steps = int(self.accelerator.reduce(fit, "min").item())  # same plan on every process
-        return False
-
     def train(self) -> dict[str, float]:
         c, acc = self.config, self.accelerator
         if acc.is_main_process:
@@ -418,56 +425,49 @@ class Trainer:
 
         bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", disable=not acc.is_local_main_process,
                    dynamic_ncols=True)
-        start, start_step = time.perf_counter(), self.global_step
-        running_loss = torch.zeros((), device=acc.device)
-        running_batches, window_tokens, window_time = 0, 0, 0.0
-        last_saved, grad_norm = None, None
-        batches = self._train_iterator()
+        budget = None
+        if c.max_train_minutes and c.max_train_minutes > 0:
+            budget = TimeBudget(acc, c.max_train_minutes, cap=self._planned_steps, initial=self.total_steps)
+            budget.start(self.global_step)
+        start = time.perf_counter()
+        window_losses, window_tokens, window_time = [], 0, 0.0
+        last_saved, grad_norm, time_up = None, None, False
         self.model.train()
         while self.global_step < self.total_steps:
             t0 = time.perf_counter()
-            for _ in range(c.gradient_accumulation_steps):
-                batch = next(batches)
-                with acc.accumulate(self.model):
-                    loss = self.model(**batch).loss
-                    finite = acc.reduce(torch.isfinite(loss.detach()).float(), "min")
-                    if finite.item() < 1:
-                        self._diverged(loss, last_saved)
-                    acc.backward(loss)
-                    if acc.sync_gradients:
-                        grad_norm = acc.clip_grad_norm_(self.model.parameters(), c.max_grad_norm) \
-                            if c.max_grad_norm > 0 else None
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                running_loss += loss.detach()
-                running_batches += 1
-                n_tokens = batch["input_ids"].numel() * acc.num_processes if "input_ids" in batch else 0
-                window_tokens += n_tokens
-                self.train_tokens += n_tokens
-            if not self.optimizer.step_was_skipped:  # fp16 overflow skips the step and the schedule
-                self.scheduler.step()
+            result = self.step.forward_backward(self.stream.take(c.gradient_accumulation_steps))
+            if not result.finite:  # decided across processes: every one raises here, before the update
+                self._diverged(f"loss became {result.loss}", last_saved)
+            grad_norm = self.step.clip()
+            if grad_norm is not None and not math.isfinite(grad_norm) and acc.mixed_precision != "fp16":
+                self._diverged(f"the gradient norm became {grad_norm}", last_saved)  # fp16: the scaler skips it
+            self.step.update()
             self.global_step += 1
+            if budget is not None:  # the plan of the main process, shared; it sets the LR of the next steps
+                self.schedule.total_steps, time_up = budget.update(self.global_step)
+            if not self.step.skipped:  # fp16 overflow skips the update and the schedule
+                self.scheduler.step()
+            window_losses.append(result.loss)
+            window_tokens += result.num_tokens
+            self.train_tokens += result.num_tokens
             dt = time.perf_counter() - t0
             self.train_seconds += dt
             window_time += dt
+            bar.total = self.total_steps
             bar.update(1)
-            budget_up = self._maybe_apply_time_budget(start, start_step)
-            bar.total = self.global_step if budget_up else self.total_steps
-            bar.refresh()
+            final = time_up or self.global_step >= self.total_steps
 
-            if self.global_step % c.logging_steps == 0 or self.global_step == self.total_steps or budget_up:
-                mean_loss = acc.reduce(running_loss / running_batches, "mean").item()
+            if self.global_step % c.logging_steps == 0 or final:
+                mean_loss = sum(window_losses) / len(window_losses)
                 record = {"loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0],
                           "tokens_per_s": window_tokens / max(window_time, 1e-9), "epoch": self.epoch,
                           "elapsed_s": time.perf_counter() - start}
                 if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm)
+                    record["grad_norm"] = grad_norm
                 self._log(record)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{record['learning_rate']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}")
-                running_loss.zero_()
-                running_batches, window_tokens, window_time = 0, 0, 0.0
-            final = budget_up or self.global_step >= self.total_steps
+                window_losses, window_tokens, window_time = [], 0, 0.0
             if not final and c.eval_steps and self.global_step % c.eval_steps == 0 and self.eval_dataloader is not None:
                 metrics = self.evaluate(c.eval_max_batches)
                 self._log(metrics)
@@ -478,19 +478,20 @@ class Trainer:
                     self._print(f"step {self.global_step} sample: {text!r}")
             if c.save_steps and (self.global_step % c.save_steps == 0 or final):
                 last_saved = self.save_checkpoint()
-            if budget_up:
-                self._print(f"time budget of {c.max_train_minutes} min reached at step {self.global_step}")
-                break
+        if time_up:
+            self._print(f"time budget of {c.max_train_minutes} min reached at step {self.global_step}")
+        self.stream.close()
         bar.close()
         return self._finish(time.perf_counter() - start)
 
-    def _diverged(self, loss: torch.Tensor, last_saved: Path | None):
+    def _diverged(self, what: str, last_saved: Path | None):
         found = list_checkpoints(self.output_dir)
         keep = last_saved or (found[-1] if found else None)
         where = f"the last good checkpoint is {keep}" if keep else "no checkpoint was written"
+        self.stream.close()
         self.accelerator.end_training()
         raise TrainingDivergedError(
-            f"loss became {loss.item()} at step {self.global_step + 1}; stopped without saving the bad weights "
+            f"{what} at step {self.global_step + 1}; stopped without saving the bad weights "
             f"({where}). Try a lower learning_rate, more warmup_steps, or mixed_precision='no'."
         )
 

@@ -1,0 +1,130 @@
+"""The data as the training loop sees it: one continuing stream of micro-batches, and the label items a step's loss
+is averaged over.
+
+    MicroBatchStream(loader, accelerator)  epoch after epoch without a break: an epoch end never ends or splits a
+                                           step; its position (epoch, batches into the epoch) is what a checkpoint
+                                           stores, and a resumed stream skips to it
+    take(loader, n)                        the first n batches of a loader, leaving accelerate's bookkeeping as a
+                                           finished pass leaves it
+    loss_shifts_labels(model)              a causal-LM loss predicts ``labels[..., 1:]``
+    count_items(batch, shifted)            the label items a micro-batch's loss is a mean over (``labels != -100``)
+    loss_takes_num_items(model)            the model's loss is a sum divided by ``num_items_in_batch``
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+
+import torch
+from torch import nn
+
+
+def _end_pass(loader) -> None:
+    """accelerate's prepared loader registers itself as the active dataloader when a pass starts and deregisters only
+    when the pass runs to its end: a pass left early (an evaluation capped at ``eval_max_batches``, a run that stops
+    mid-epoch) would stay registered. Ending it twice is harmless."""
+    end = getattr(loader, "end", None)
+    if callable(end):
+        end()
+
+
+def take(loader, limit: int | None = None):
+    """Yields the first ``limit`` batches of ``loader`` (all of them with ``None``)."""
+    try:
+        yield from itertools.islice(loader, limit)
+    finally:
+        _end_pass(loader)
+
+
+class MicroBatchStream:
+    """The training dataloader as an endless stream of micro-batches: pass after pass, ``set_epoch(epoch)`` before
+    each (a seedable sampler reshuffles per epoch), the next pass's first batches completing a step the last pass
+    began. ``epoch`` and ``batches_into_epoch`` count the batches handed out; a stream built with them (from a
+    checkpoint) continues at that batch."""
+
+    def __init__(self, loader, accelerator, epoch: int = 0, batches_into_epoch: int = 0):
+        self.loader, self.accelerator = loader, accelerator
+        self.epoch, self.batches_into_epoch = epoch, batches_into_epoch
+        self._batches = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._batches is None:
+            self._batches = self._generate()
+        return next(self._batches)
+
+    def take(self, n: int) -> list:
+        return [next(self) for _ in range(n)]
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "batches_into_epoch": self.batches_into_epoch}
+
+    def close(self) -> None:
+        if self._batches is not None:
+            self._batches.close()
+            self._batches = None
+
+    def _generate(self):
+        while True:
+            loader = self.loader
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(self.epoch)
+            if self.batches_into_epoch:
+                loader = self.accelerator.skip_first_batches(loader, self.batches_into_epoch)
+            empty = True
+            try:
+                for batch in loader:
+                    empty = False
+                    self.batches_into_epoch += 1
+                    yield batch
+            finally:
+                _end_pass(loader)
+            if empty and self.batches_into_epoch == 0:
+                raise ValueError("the training dataloader yields no batches (is the training data empty?)")
+            self.epoch += 1
+            self.batches_into_epoch = 0
+
+
+# ---- what a step's loss is a mean over -------------------------------------------------------------
+def _base_model(model: nn.Module) -> nn.Module:
+    return getattr(model, "get_base_model", lambda: model)()  # a PEFT model -> the model it wraps
+
+
+def loss_shifts_labels(model: nn.Module) -> bool:
+    """True for causal-LM losses, which predict ``labels[:, 1:]`` from ``logits[:, :-1]``: decided from the model's
+    ``loss_type`` as transformers' Trainer does, never from tensor shapes."""
+    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+
+    return LOSS_MAPPING.get(getattr(_base_model(model), "loss_type", None)) is ForCausalLMLoss
+
+
+def loss_takes_num_items(model: nn.Module) -> bool:
+    """True when the model's loss is the SUM over its label items divided by a ``num_items_in_batch`` keyword
+    (transformers' convention, e.g. ``ForCausalLMLoss``). A model says so with transformers' ``accepts_loss_kwargs``
+    attribute; otherwise the loss function of its ``loss_type`` must take the argument. A model whose forward takes
+    ``**kwargs`` but computes a plain mean itself (``GPTLiteForSequenceClassification``) answers False."""
+    from transformers.loss.loss_utils import LOSS_MAPPING
+
+    model = _base_model(model)
+    declared = getattr(model, "accepts_loss_kwargs", None)
+    if declared is not None:
+        return bool(declared)
+    loss_fn = LOSS_MAPPING.get(getattr(model, "loss_type", None))
+    return loss_fn is not None and "num_items_in_batch" in inspect.signature(loss_fn).parameters
+
+
+def count_items(batch: dict, shifted: bool) -> torch.Tensor:
+    """The label items the model's loss on ``batch`` is a mean over: labels other than -100 (``labels[..., 1:]`` for
+    a causal LM). For a classifier: one per example (per label for multi-label)."""
+    labels = batch.get("labels")
+    if labels is None:
+        raise ValueError("training batches must hold 'labels' (the loop weights each step's loss by its label items)")
+    if shifted:
+        labels = labels[..., 1:]
+    return (labels != -100).sum()
+
+
+__all__ = ["MicroBatchStream", "take", "loss_shifts_labels", "loss_takes_num_items", "count_items"]
