@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -90,6 +91,26 @@ def is_peft_model(model: nn.Module) -> bool:
     return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
 
 
+@contextlib.contextmanager
+def _own_class(model: nn.Module):
+    """FSDP2 (``fully_shard``) swaps a module's class for a subclass ``FSDP<Name>`` defined in torch; save_pretrained
+    reads the class for ``config.auto_map`` and the code files it copies next to the weights (torch's, then). Saving
+    under the model's own class keeps the folder a plain model folder."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without distributed support
+        FSDPModule = None
+    cls = type(model)
+    if FSDPModule is None or not isinstance(model, FSDPModule):
+        yield model
+        return
+    model.__class__ = next(base for base in cls.__bases__ if base is not FSDPModule)
+    try:
+        yield model
+    finally:
+        model.__class__ = cls
+
+
 def save_model_folder(model: nn.Module, directory: str | os.PathLike, tokenizer=None, state_dict=None) -> nn.Module:
     """``save_pretrained`` (safetensors) of ``model`` and ``tokenizer`` into ``directory``. A PEFT model is saved
     as its adapter in ``directory/lora_adapter/`` and then merged, so the folder itself is a plain model that
@@ -98,7 +119,8 @@ def save_model_folder(model: nn.Module, directory: str | os.PathLike, tokenizer=
     if is_peft_model(model):
         model.save_pretrained(directory / LORA_ADAPTER_DIR)
         model, state_dict = model.merge_and_unload(), None
-    model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+    with _own_class(model):
+        model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     return model

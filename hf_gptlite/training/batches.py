@@ -93,26 +93,34 @@ def _base_model(model: nn.Module) -> nn.Module:
     return getattr(model, "get_base_model", lambda: model)()  # a PEFT model -> the model it wraps
 
 
-def loss_shifts_labels(model: nn.Module) -> bool:
-    """True for causal-LM losses, which predict ``labels[:, 1:]`` from ``logits[:, :-1]``: decided from the model's
-    ``loss_type`` as transformers' Trainer does, never from tensor shapes."""
-    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+def _loss_function(model: nn.Module):
+    """The loss a transformers model computes with: its ``loss_function`` (by ``loss_type``, which transformers reads
+    off the class name, falling back to the causal-LM loss when the name matches none); None for other modules."""
+    return getattr(_base_model(model), "loss_function", None)
 
-    return LOSS_MAPPING.get(getattr(_base_model(model), "loss_type", None)) is ForCausalLMLoss
+
+def loss_shifts_labels(model: nn.Module) -> bool:
+    """True for causal-LM losses, which predict ``labels[:, 1:]`` from ``logits[:, :-1]``: decided from the loss the
+    model computes with, as transformers' Trainer does (never from tensor shapes). Unlike the Trainer, which reads
+    ``loss_type`` alone, a subclass whose name names no loss (``MyModel(GPTLiteForCausalLM)``) counts as what its
+    ``loss_function`` falls back to: the causal-LM loss."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    base = _base_model(model)
+    return (_loss_function(base) is ForCausalLMLoss
+            and not getattr(getattr(base, "config", None), "is_encoder_decoder", False))
 
 
 def loss_takes_num_items(model: nn.Module) -> bool:
     """True when the model's loss is the SUM over its label items divided by a ``num_items_in_batch`` keyword
     (transformers' convention, e.g. ``ForCausalLMLoss``). A model says so with transformers' ``accepts_loss_kwargs``
-    attribute; otherwise the loss function of its ``loss_type`` must take the argument. A model whose forward takes
-    ``**kwargs`` but computes a plain mean itself (``GPTLiteForSequenceClassification``) answers False."""
-    from transformers.loss.loss_utils import LOSS_MAPPING
-
-    model = _base_model(model)
-    declared = getattr(model, "accepts_loss_kwargs", None)
+    attribute; otherwise its ``loss_function`` must take the argument. A model whose forward takes ``**kwargs`` but
+    computes a plain mean itself (``GPTLiteForSequenceClassification``) answers False: its ``loss_function``
+    (``ForSequenceClassificationLoss``) takes no ``num_items_in_batch``."""
+    declared = getattr(_base_model(model), "accepts_loss_kwargs", None)
     if declared is not None:
         return bool(declared)
-    loss_fn = LOSS_MAPPING.get(getattr(model, "loss_type", None))
+    loss_fn = _loss_function(model)
     return loss_fn is not None and "num_items_in_batch" in inspect.signature(loss_fn).parameters
 
 

@@ -166,6 +166,23 @@ def distributed_state():
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
+def _destroy_process_group_at_exit() -> None:
+    """Once per process: destroy the process group when the interpreter exits (the loop keeps it between runs)."""
+    global _EXIT_HOOKED
+    if not _EXIT_HOOKED:
+        import atexit
+
+        def destroy():
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+        atexit.register(destroy)
+        _EXIT_HOOKED = True
+
+
+_EXIT_HOOKED = False
+
+
 # ---- the loop ------------------------------------------------------------------------------------
 @dataclass
 class EvalLoss:
@@ -206,6 +223,7 @@ class Trainer:
         # process group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
+        _destroy_process_group_at_exit()
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(c.mixed_precision),
             # the loop accumulates itself (step.py): accelerate must never step on its own at a dataloader's end
@@ -488,8 +506,7 @@ class Trainer:
         found = list_checkpoints(self.output_dir)
         keep = last_saved or (found[-1] if found else None)
         where = f"the last good checkpoint is {keep}" if keep else "no checkpoint was written"
-        self.stream.close()
-        self.accelerator.end_training()
+        self._end()
         raise TrainingDivergedError(
             f"{what} at step {self.global_step + 1}; stopped without saving the bad weights "
             f"({where}). Try a lower learning_rate, more warmup_steps, or mixed_precision='no'."
@@ -522,8 +539,16 @@ class Trainer:
         if acc.is_main_process:
             write_metrics(self.output_dir, metrics)
             plot_loss_curve(self.output_dir / LOG_FILE, self.output_dir / "loss_curve.png")
-        acc.end_training()
+        self._end()
         return metrics
+
+    def _end(self) -> None:
+        """Close the data stream and the trackers. Not ``accelerator.end_training()``: it destroys the process group,
+        and the next run in this process (a notebook, pretraining then fine-tuning, a sweep under one
+        ``accelerate launch``) keeps the process group (``PartialState``); it is destroyed at exit."""
+        self.stream.close()
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
 
     def save_model(self, directory: str | os.PathLike) -> None:
         """The model folder (``artifacts.save_model_folder``: safetensors, tokenizer, LoRA merged) on the main
