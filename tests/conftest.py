@@ -69,10 +69,22 @@ def byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]", pad_token="[PAD]")
 
 
+# ---- the precision of the tiny runs ---------------------------------------------------------------------
+# GPTLITE_TEST_MIXED_PRECISION=no|bf16 forces it in the runs built by the helpers below (TINY_FLAGS, tiny_pretrain_cfg,
+# tiny_trainer, PRECISION_FLAGS / precision_overrides in the task tests); unset, each config keeps its own (auto: bf16
+# on this CPU, fp32 on AVX2-only ones). The key loop tests are parametrized over both anyway.
+FORCED_PRECISION = os.environ.get("GPTLITE_TEST_MIXED_PRECISION") or None
+PRECISION_FLAGS = ["--mixed_precision", FORCED_PRECISION] if FORCED_PRECISION else []
+
+
+def precision_overrides() -> dict:
+    return {"mixed_precision": FORCED_PRECISION} if FORCED_PRECISION else {}
+
+
 # ---- a tiny pretraining set-up shared by the training-loop and pretraining tests ------------------------
 TINY_FLAGS = [
     "--model_preset", "tiny", "--block_size", "32", "--per_device_batch_size", "8", "--logging_steps", "2",
-    "--max_train_minutes", "0", "--report_to", "none", "--sample_max_new_tokens", "8",
+    "--max_train_minutes", "0", "--report_to", "none", "--sample_max_new_tokens", "8", *PRECISION_FLAGS,
 ]
 
 
@@ -110,6 +122,7 @@ def tiny_pretrain_cfg(corpus, out, **kw):
         output_dir=str(out), train_files=corpus["files"], tokenizer_name_or_path=corpus["tokenizer_dir"],
         model_preset="tiny", block_size=32, per_device_batch_size=8, max_steps=10, logging_steps=2, eval_steps=0,
         save_steps=0, max_train_minutes=None, report_to="none", sample_max_new_tokens=8, clean_text=True,
+        **precision_overrides(),
     )
     values.update(kw)
     return PretrainConfig(**values)
@@ -129,7 +142,8 @@ def tiny_trainer(corpus, out, hidden_size=64, model_cls=None, **kw):
     train_docs, val_docs = load_text_documents(corpus["files"], clean=True)
     data = build_lm_data(tok, 32, train_docs, val_docs)
     train_loader, eval_loader = lm_dataloaders(data, batch_size=8)
-    values = dict(output_dir=str(out), max_steps=12, logging_steps=2, report_to="none", learning_rate=3e-3)
+    values = dict(output_dir=str(out), max_steps=12, logging_steps=2, report_to="none", learning_rate=3e-3,
+                  **precision_overrides())
     values.update(kw)
     return Trainer(model, train_loader, eval_loader, tok, TrainingConfig(**values),
                    compute_metrics=lm_metrics(data.eval_num_characters))

@@ -111,6 +111,19 @@ def _own_class(model: nn.Module):
         model.__class__ = cls
 
 
+def _share_tied(model: nn.Module, state_dict: dict | None) -> dict | None:
+    """A gathered state dict (FSDP) holds tied weights (the LM head and the token embedding) as separate copies;
+    save_pretrained recognises ties by shared storage, so make the names the model ties share one tensor again."""
+    if state_dict is None:
+        return None
+    state_dict, first = dict(state_dict), {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        owner = first.setdefault(id(param), name)
+        if owner != name and owner in state_dict and name in state_dict:
+            state_dict[name] = state_dict[owner]
+    return state_dict
+
+
 def save_model_folder(model: nn.Module, directory: str | os.PathLike, tokenizer=None, state_dict=None) -> nn.Module:
     """``save_pretrained`` (safetensors) of ``model`` and ``tokenizer`` into ``directory``. A PEFT model is saved
     as its adapter in ``directory/lora_adapter/`` and then merged, so the folder itself is a plain model that
@@ -120,7 +133,7 @@ def save_model_folder(model: nn.Module, directory: str | os.PathLike, tokenizer=
         model.save_pretrained(directory / LORA_ADAPTER_DIR)
         model, state_dict = model.merge_and_unload(), None
     with _own_class(model):
-        model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+        model.save_pretrained(directory, state_dict=_share_tied(model, state_dict), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     return model

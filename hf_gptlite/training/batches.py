@@ -13,6 +13,7 @@ is averaged over.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 
@@ -72,11 +73,18 @@ class MicroBatchStream:
             loader = self.loader
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(self.epoch)
-            if self.batches_into_epoch:
+            resumed = self.batches_into_epoch > 0
+            if resumed:
                 loader = self.accelerator.skip_first_batches(loader, self.batches_into_epoch)
+            batches = iter(loader)
             empty = True
             try:
-                for batch in loader:
+                # A torch DataLoader draws its base seed from the global RNG when a pass starts. The uninterrupted run
+                # drew it when this pass began, before the checkpoint saved the RNG states: a resumed pass must not
+                # draw it again (dropout would then follow another random stream).
+                with torch.random.fork_rng(devices=[]) if resumed else contextlib.nullcontext():
+                    first = next(batches, _END)
+                for batch in itertools.chain([first], batches) if first is not _END else ():
                     empty = False
                     self.batches_into_epoch += 1
                     yield batch
@@ -86,6 +94,9 @@ class MicroBatchStream:
                 raise ValueError("the training dataloader yields no batches (is the training data empty?)")
             self.epoch += 1
             self.batches_into_epoch = 0
+
+
+_END = object()
 
 
 # ---- what a step's loss is a mean over -------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import PRECISION_FLAGS, precision_overrides
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
@@ -49,7 +50,7 @@ def test_finetune_then_evaluate_recipes(base_model, tmp_path):
     run_recipe("finetune_instruct.py", "--config", REPO / "recipes/configs/finetune_instruct.yaml",
                "--model_name_or_path", base_model, "--output_dir", out, "--max_steps", 6,
                "--max_train_records", 24, "--per_device_batch_size", 4, "--mask_prompt", "true",
-               "--max_length", 128, "--seed", 1, "--eval_steps", 3, "--report_to", "none")
+               "--max_length", 128, "--seed", 1, "--eval_steps", 3, "--report_to", "none", *PRECISION_FLAGS)
     for name in ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "metrics.json",
                  "training_config.json", "loss_curve.png"):
         assert (out / name).is_file(), name
@@ -81,7 +82,7 @@ def test_lora_is_merged_and_the_folder_works_with_pipeline(base_model, tmp_path)
     out = tmp_path / "lora"
     cfg = FinetuneInstructConfig(model_name_or_path=str(base_model), output_dir=str(out), lora=True, lora_r=4,
                                  max_steps=3, max_train_records=12, per_device_batch_size=4, max_length=96,
-                                 learning_rate=1e-2, eval_steps=0, report_to="none")
+                                 learning_rate=1e-2, eval_steps=0, report_to="none", **precision_overrides())
     run_finetune_instruct(cfg)
     assert not (out / "adapter_config.json").exists() and (out / "lora_adapter" / "adapter_config.json").is_file()
     model = AutoModelForCausalLM.from_pretrained(out)

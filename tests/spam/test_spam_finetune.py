@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_without_hf_gptlite
+from conftest import precision_overrides, run_without_hf_gptlite
 
 from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM
 from hf_gptlite.spam import SpamConfig, run_spam_finetune
@@ -33,7 +33,7 @@ def tiny_lm_dir(tmp_path_factory):
 
 def finetune(lm_dir, out_dir, split_dir, **overrides):
     cfg = SpamConfig(model_name_or_path=str(lm_dir), output_dir=str(out_dir), split_dir=str(split_dir),
-                     per_device_batch_size=16, logging_steps=5, **overrides)
+                     per_device_batch_size=16, logging_steps=5, **{**precision_overrides(), **overrides})
     return run_spam_finetune(cfg)
 
 

@@ -50,7 +50,7 @@ def ragged_examples(seed: int = 0) -> list[dict]:
     return examples
 
 
-class NanOnRank(GPTLiteForCausalLM):
+class NanOnRankForCausalLM(GPTLiteForCausalLM):
     """Returns a NaN loss on process ``nan_rank`` from its ``nan_forward``-th training forward on."""
 
     nan_rank, nan_forward, calls = None, None, 0
@@ -64,7 +64,7 @@ class NanOnRank(GPTLiteForCausalLM):
         return out
 
 
-class KillAtForward(GPTLiteForCausalLM):
+class KillAtForwardForCausalLM(GPTLiteForCausalLM):
     """SIGKILLs its own process in its ``kill_at``-th training forward (mid-accumulation when it is not a step's
     first micro-batch)."""
 
@@ -78,7 +78,7 @@ class KillAtForward(GPTLiteForCausalLM):
         return super().forward(*args, **kwargs)
 
 
-class PlainMeanLoss(GPTLiteForCausalLM):
+class PlainMeanForCausalLM(GPTLiteForCausalLM):
     """The same model, declaring that its loss takes no ``num_items_in_batch``: the loop weights its mean."""
 
     accepts_loss_kwargs = False
@@ -92,6 +92,9 @@ def tiny_model(cls=GPTLiteForCausalLM, dropout: float = 0.0, seed: int = 0):
 
 
 def training_config(out, precision="no", **kw) -> TrainingConfig:
+    """5 steps, clipping on. ``adam_epsilon=1e-5``: some gradients are exactly zero in exact arithmetic (the key bias:
+    softmax ignores a shift shared by all keys) and rounding noise in floating point; with the default 1e-8 Adam
+    turns that noise into full-size steps of random sign, which no two summation orders share."""
     values = dict(output_dir=str(out), max_steps=5, learning_rate=1e-2, warmup_steps=1, max_grad_norm=1.0,
                   logging_steps=1, report_to="none", mixed_precision=precision, seed=3, adam_epsilon=1e-5)
     values.update(kw)
@@ -115,9 +118,9 @@ def run(name: str, precision: str, root: Path, args) -> None:
     start = time.perf_counter()
     try:
         if name == "equivalence":  # the regime of --gas/--batch/--copies, 5 steps
-            KillAtForward.kill_at = args.kill_at_forward
+            KillAtForwardForCausalLM.kill_at = args.kill_at_forward
             trainer = make_trainer(out, precision, args.batch, args.gas, args.copies, dropout=args.dropout,
-                                   model_cls=KillAtForward if args.kill_at_forward else GPTLiteForCausalLM,
+                                   model_cls=KillAtForwardForCausalLM if args.kill_at_forward else GPTLiteForCausalLM,
                                    save_steps=args.save_steps,
                                    resume_from_checkpoint=args.resume)
         elif name == "budget_cap":  # max_steps 40 under a generous budget
@@ -128,8 +131,8 @@ def run(name: str, precision: str, root: Path, args) -> None:
             trainer = make_trainer(out, precision, gas=2, max_steps=100_000, max_train_minutes=args.minutes,
                                    logging_steps=1000)
         elif name == "nan":  # rank 1 alone sees a NaN loss from its 9th forward: step 5 with accumulation 2
-            NanOnRank.nan_rank, NanOnRank.nan_forward, NanOnRank.calls = 1, 9, 0
-            trainer = make_trainer(out, precision, gas=2, model_cls=NanOnRank, max_steps=10, save_steps=2)
+            NanOnRankForCausalLM.nan_rank, NanOnRankForCausalLM.nan_forward, NanOnRankForCausalLM.calls = 1, 9, 0
+            trainer = make_trainer(out, precision, gas=2, model_cls=NanOnRankForCausalLM, max_steps=10, save_steps=2)
         else:
             raise SystemExit(f"unknown scenario {name}")
         result["distributed_type"] = trainer.accelerator.distributed_type.value

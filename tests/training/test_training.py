@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, TINY_FLAGS, recipe_env, tiny_trainer
+from conftest import REPO, TINY_FLAGS, recipe_env, tiny_pretrain_cfg, tiny_trainer
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -75,7 +75,7 @@ def test_checkpoint_from_another_model_is_refused(corpus, tmp_path):
         tiny_trainer(corpus, tmp_path / "y", resume_from_checkpoint="latest").train()
 
 
-class _BlowsUp(GPTLiteForCausalLM):
+class _BlowsUpForCausalLM(GPTLiteForCausalLM):
     """Returns a NaN loss from its 8th training forward on."""
 
     calls = 0
@@ -89,8 +89,10 @@ class _BlowsUp(GPTLiteForCausalLM):
         return out
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
-    trainer = tiny_trainer(corpus, tmp_path, model_cls=_BlowsUp, max_steps=20, save_steps=5)
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, precision):
+    _BlowsUpForCausalLM.calls = 0
+    trainer = tiny_trainer(corpus, tmp_path, model_cls=_BlowsUpForCausalLM, max_steps=20, save_steps=5, mixed_precision=precision)
     with pytest.raises(TrainingDivergedError, match="loss became nan at step 8.*step_5"):
         trainer.train()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_5"]
@@ -100,10 +102,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
 
 
 def test_time_budget_ends_the_run_on_time_with_a_shorter_schedule(corpus, tmp_path):
-    trainer = tiny_trainer(corpus, tmp_path, max_steps=100_000, max_train_minutes=0.25, warmup_steps=2)
+    trainer = tiny_trainer(corpus, tmp_path, max_steps=100_000, max_train_minutes=0.1, warmup_steps=2)
     metrics = trainer.train()
     assert 2 < metrics["global_step"] < 100_000
-    assert metrics["train_runtime_s"] < 15 + 5  # the budget plus at most a few slow steps
+    assert metrics["train_runtime_s"] < 6 + 5  # the budget plus at most a few slow steps
     assert trainer.schedule.total_steps < 100_000  # the cosine was fitted to the budget ...
     lr = [r["learning_rate"] for r in trainer.history if "learning_rate" in r]
     assert lr[-1] < 0.5 * max(lr)  # ... so the learning rate was annealed before the end
@@ -130,6 +132,21 @@ def test_two_process_ddp_run(corpus, tmp_path):
         "random_states_0.pkl", "random_states_1.pkl"]
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.vocab_size == 300 and math.isfinite(metrics["eval_loss"])
+
+
+def test_two_runs_in_one_process_with_different_precisions(corpus, tmp_path):
+    """Pretraining in fp32, then bf16, then fp32 again, in one process: each run gets its own precision (accelerate's
+    per-process state is reset for each), and the third run ends with the first run's weights, bit for bit."""
+    from hf_gptlite.pretrain import run_pretraining
+
+    weights = []
+    for i, precision in enumerate(["no", "bf16", "no"]):
+        out = tmp_path / f"run{i}"
+        metrics = run_pretraining(tiny_pretrain_cfg(corpus, out, max_steps=3, mixed_precision=precision))
+        assert metrics["mixed_precision"] == precision and metrics["global_step"] == 3
+        weights.append(load_file(out / "model.safetensors"))
+    assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # bf16 really ran
 
 
 def _run(out, corpus, extra=()):
