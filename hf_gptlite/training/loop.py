@@ -183,6 +183,14 @@ def _destroy_process_group_at_exit() -> None:
 _EXIT_HOOKED = False
 
 
+def _length(loader) -> int | None:
+    """Batches in one pass; None for streamed data (a DataLoader over an IterableDataset raises TypeError)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
 # ---- the loop ------------------------------------------------------------------------------------
 @dataclass
 class EvalLoss:
@@ -240,7 +248,7 @@ class Trainer:
             self._print(f"warning: an FSDP launch config, but accelerate runs {acc.distributed_type.value} here "
                         "(accelerate 1.15 has no FSDP on CPU): every process holds the whole model")
         for name, loader in (("training", train_dataloader), ("evaluation", eval_dataloader)):
-            if loader is not None and hasattr(loader, "__len__") and len(loader) == 0:
+            if loader is not None and _length(loader) == 0:
                 raise ValueError(f"the {name} dataloader yields no batches (is the {name} data empty?)"
                                  + (" Pass eval_dataloader=None to train without evaluation." if name[0] == "e" else ""))
         optimizer = create_optimizer(model, c, acc.device)
@@ -278,11 +286,8 @@ class Trainer:
 
     def _steps_per_epoch(self, dataloader, num_processes: int) -> float | None:
         """Steps in one pass over the data (a fraction: the stream goes on into the next pass)."""
-        try:
-            n = len(dataloader)  # batches in one pass, before accelerate splits them across processes
-        except TypeError:
-            return None
-        return math.ceil(n / num_processes) / self.config.gradient_accumulation_steps
+        n = _length(dataloader)  # batches in one pass, before accelerate splits them across processes
+        return None if n is None else math.ceil(n / num_processes) / self.config.gradient_accumulation_steps
 
     @property
     def total_steps(self) -> int:
