@@ -58,11 +58,11 @@ class TrainStep:
                 acc.backward(loss)
             step_loss += loss.detach().double()
             tokens += batch["input_ids"].numel() if "input_ids" in batch else 0
-        # one all-reduce: the step's loss (the per-process parts sum to P x mean) and the non-finite processes
-        local = torch.stack([step_loss, (~torch.isfinite(step_loss)).double()])
-        summed = acc.reduce(local, "sum").tolist()
-        return StepResult(loss=summed[0] / P, finite=summed[1] == 0, num_items=int(total.item()),
-                          num_tokens=tokens * P)
+        # one all-reduce: the step's loss (the per-process parts sum to P x mean), the non-finite processes, tokens
+        local = torch.stack([step_loss, (~torch.isfinite(step_loss)).double(), step_loss.new_tensor(tokens)])
+        loss_sum, nonfinite, all_tokens = acc.reduce(local, "sum").tolist()
+        return StepResult(loss=loss_sum / P, finite=nonfinite == 0, num_items=int(total.item()),
+                          num_tokens=int(all_tokens))
 
     def _loss(self, batch: dict, items: int, divisor: torch.Tensor) -> torch.Tensor:
         """This micro-batch's share of the step's mean loss (before the x num_processes)."""
