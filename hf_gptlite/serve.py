@@ -17,18 +17,47 @@ import sys
 import transformers
 
 from . import GPTLiteForCausalLM, GPTLiteForSequenceClassification, GPTLiteModel
+from .cli import run_entry_point
+from .errors import InputValueError
+from .loading import check_model_source
+
+PROG = "python -m hf_gptlite.serve"
 
 
-def main(argv: list[str] | None = None) -> None:
+def serve(argv: list[str]) -> None:
+    """Parse ``transformers serve``'s own flags, check the model named on the command line (a folder or Hub id),
+    then serve until interrupted."""
     for cls in (GPTLiteModel, GPTLiteForCausalLM, GPTLiteForSequenceClassification):
         setattr(transformers, cls.__name__, cls)
     import typer
     from transformers.cli.serve import Serve
 
+    try:  # typer >= 0.25 carries its own copy of click
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException
+
     app = typer.Typer(add_completion=False)
     app.command()(Serve)  # the only command, so it runs without a sub-command name
-    app(args=sys.argv[1:] if argv is None else argv, prog_name="python -m hf_gptlite.serve")
+    command = typer.main.get_command(app)
+    try:
+        ctx = command.make_context(PROG, list(argv))
+    except typer.Exit as e:  # --help
+        raise SystemExit(e.exit_code) from None
+    except ClickException as e:  # an unknown flag, a bad value: one line, not click's usage box
+        raise InputValueError(f"{e.format_message()}; see {PROG} --help") from None
+    model = ctx.params.get("force_model")
+    if model:
+        check_model_source(model.split("@", 1)[0] if not model.startswith((".", "/")) else model,
+                           "serve a save_pretrained folder (e.g. runs/instruct) or a Hub id")
+    with ctx:
+        command.invoke(ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hf_gptlite.serve``; returns the exit status (0 when the server is stopped, 2 for a user error)."""
+    return run_entry_point(serve, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

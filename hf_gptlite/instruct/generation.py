@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InputValueError
 from .data import record_to_messages
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def generate_responses(model, tokenizer, conversations: Sequence[list[dict]], ma
     """Reply to each conversation (chat messages) with ``model.generate``: batched, left-padded, KV cache,
     greedy unless ``do_sample``; each reply stops at the end-of-text token. Returns the decoded replies."""
     if not tokenizer.chat_template:
-        raise ValueError("the tokenizer has no chat template (was the model fine-tuned with finetune_instruct?)")
+        raise InputValueError("the tokenizer has no chat template (was the model fine-tuned with finetune_instruct?)")
     model.eval()
     context = model.config.max_position_embeddings
     side = tokenizer.padding_side
@@ -42,7 +43,7 @@ def generate_responses(model, tokenizer, conversations: Sequence[list[dict]], ma
             prompt_len = batch["input_ids"].shape[1]
             new = min(max_new_tokens, context - prompt_len)
             if new < 1:
-                raise ValueError(f"a prompt of {prompt_len} tokens leaves no room to generate in the model's "
+                raise InputValueError(f"a prompt of {prompt_len} tokens leaves no room to generate in the model's "
                                  f"context of {context}; shorten the input")
             out = model.generate(
                 **batch, max_new_tokens=new, do_sample=do_sample, use_cache=True,
@@ -107,7 +108,7 @@ def chat_reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256
     prompt_len = inputs["input_ids"].shape[1]
     room = model.config.max_position_embeddings - prompt_len
     if room < 1:
-        raise ValueError(f"the conversation is {prompt_len} tokens, the model's context is "
+        raise InputValueError(f"the conversation is {prompt_len} tokens, the model's context is "
                          f"{model.config.max_position_embeddings}: start a new one (/reset)")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=min(max_new_tokens, room), do_sample=do_sample,
