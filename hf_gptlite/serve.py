@@ -50,8 +50,11 @@ def serve(argv: list[str]) -> None:
     if model:
         check_model_source(model.split("@", 1)[0] if not model.startswith((".", "/")) else model,
                            "serve a save_pretrained folder (e.g. runs/instruct) or a Hub id")
-    with ctx:
-        command.invoke(ctx)
+    try:
+        with ctx:
+            command.invoke(ctx)
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: uvicorn has shut down cleanly, exit 0
+        print("server stopped", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import InputValueError
 from ..loading import check_model_source, load_causal_lm
-from .generation import chat_reply
+from .generation import chat_reply, require_chat_template
 
 
 @dataclass
@@ -37,11 +36,9 @@ def run_chat(cfg: ChatConfig, read=input, write=print) -> list[dict]:
 
     set_seed(cfg.seed)
     check_model_source(cfg.model_name_or_path, INSTRUCT_HINT)
+    require_chat_template(cfg.model_name_or_path)
     model, tokenizer = load_causal_lm(cfg.model_name_or_path)
     model.eval()
-    if not tokenizer.chat_template:
-        raise InputValueError(f"{cfg.model_name_or_path} has no chat template: fine-tune it with "
-                         f"recipes/finetune_instruct.py first")
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     sampling = dict(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k) if cfg.do_sample else {}
     system = [{"role": "system", "content": cfg.system}] if cfg.system else []

@@ -14,7 +14,7 @@ from ..errors import InputValueError, check_output_dir
 from ..loading import check_model_source, load_causal_lm
 from ..training.artifacts import write_metrics
 from .data import load_alpaca_records, split_records
-from .generation import generate_test_responses, model_fingerprint
+from .generation import generate_test_responses, model_fingerprint, require_chat_template
 from .judge import JudgeClient, JudgeRequestError, JudgeUnreachableError, judge_responses
 
 ROUGE_METRIC_PATH = Path(__file__).resolve().parent.parent / "resources" / "metrics" / "rouge_l"
@@ -84,10 +84,8 @@ def run_evaluate_instruct(cfg: EvaluateInstructConfig) -> dict:
     records = split_records(load_alpaca_records(cfg.data, cfg.data_split))[cfg.split][: cfg.max_records]
     if not records:
         raise InputValueError(f"the {cfg.split} split of {cfg.data or 'the shipped instructions'} is empty")
+    require_chat_template(cfg.model_name_or_path)
     model, tokenizer = load_causal_lm(cfg.model_name_or_path)
-    if not tokenizer.chat_template:
-        raise InputValueError(f"{cfg.model_name_or_path} has no chat template: fine-tune it with "
-                              f"`python -m hf_gptlite finetune_instruct` first")
     settings = {"model": model_fingerprint(cfg.model_name_or_path) if Path(cfg.model_name_or_path).is_dir()
                 else cfg.model_name_or_path, "max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
                 "seed": cfg.seed}

@@ -100,6 +100,16 @@ def generate_test_responses(model, tokenizer, records: Sequence[dict], path: str
     return [done[k] for k in keys]
 
 
+def require_chat_template(name_or_path: str | os.PathLike, hint: str = "") -> None:
+    """Refuse a model whose tokenizer has no chat template (not instruction-tuned here), reading only the
+    tokenizer, before the weights are loaded."""
+    from transformers import AutoTokenizer
+
+    if not AutoTokenizer.from_pretrained(str(name_or_path)).chat_template:
+        raise InputValueError(f"{name_or_path} has no chat template: fine-tune it with "
+                              f"`python -m hf_gptlite finetune_instruct` first{f'; {hint}' if hint else ''}")
+
+
 def chat_reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, streamer=None,
                do_sample: bool = False, **generate_kwargs) -> str:
     """One reply to a conversation through the chat template (``streamer``: e.g. a ``TextStreamer``)."""
@@ -117,4 +127,4 @@ def chat_reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256
     return tokenizer.decode(out[0, prompt_len:], skip_special_tokens=True).strip()
 
 
-__all__ = ["chat_reply", "generate_responses", "generate_test_responses", "model_fingerprint"]
+__all__ = ["chat_reply", "generate_responses", "generate_test_responses", "model_fingerprint", "require_chat_template"]
