@@ -10,9 +10,14 @@ runs the unchanged ``transformers serve`` command line (same arguments, same Ope
 
 A GPT-2 export (``GPTLiteForCausalLM.to_gpt2()`` saved with the tokenizer) needs no help: plain
 ``transformers serve`` loads it.
+
+Like every entry point of the package it runs behind ``cli.run_entry_point``: a bad flag or a model that is neither
+a folder nor a Hub id is one ``error:`` line (exit status 2) before the server starts; Ctrl-C stops it with exit
+status 0.
 """
 
 import sys
+from pathlib import Path
 
 import transformers
 
@@ -47,9 +52,9 @@ def serve(argv: list[str]) -> None:
     except ClickException as e:  # an unknown flag, a bad value: one line, not click's usage box
         raise InputValueError(f"{e.format_message()}; see {PROG} --help") from None
     model = ctx.params.get("force_model")
-    if model:
-        check_model_source(model.split("@", 1)[0] if not model.startswith((".", "/")) else model,
-                           "serve a save_pretrained folder (e.g. runs/instruct) or a Hub id")
+    if model:  # a folder, or a Hub id with an optional @revision
+        name = model if Path(model).exists() else model.split("@", 1)[0]
+        check_model_source(name, "serve a save_pretrained folder (e.g. runs/instruct) or a Hub id")
     try:
         with ctx:
             command.invoke(ctx)

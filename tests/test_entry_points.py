@@ -427,3 +427,14 @@ def test_debug_shows_the_traceback_and_bugs_are_not_swallowed(w, capfd, monkeypa
         with pytest.raises((OSError, ValueError, TypeError), match="boom"):
             cli.run_entry_point(bug, [kind])
     assert cli.run_entry_point(lambda argv: None, []) == 0
+
+    from hf_gptlite.errors import InputValueError
+    from hf_gptlite.training.loop import TrainingDivergedError
+
+    def diverged(argv):  # a NaN loss says which setting to change: a user error too
+        raise TrainingDivergedError("loss became nan at step 3; try a lower learning_rate")
+
+    capfd.readouterr()
+    assert cli.run_entry_point(diverged, []) == 2
+    assert capfd.readouterr().err == "error: loss became nan at step 3; try a lower learning_rate\n"
+    assert cli.is_user_error(InputValueError("x")) and not cli.is_user_error(ValueError("x"))
