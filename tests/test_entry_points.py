@@ -174,33 +174,39 @@ def _console_script(name: str) -> tuple[str, Callable]:
     return spec, getattr(importlib.import_module(module), function)
 
 
-def test_console_scripts_return_their_exit_status():
-    """pip's wrapper runs ``sys.exit(function())``: the function must return an int (0 on success)."""
-    for name in ("gptlite-main", "gptlite-classify"):
+def test_console_scripts_return_their_exit_status(w, tmp_path):
+    """pip's wrapper of a console script runs ``sys.exit(function())`` with the command line in ``sys.argv``: the
+    function must return an int, 0 after a successful run (``gptlite-main`` once returned its metrics dict, which
+    ``sys.exit`` turns into exit status 1)."""
+    main_out = tmp_path / "main_run"
+    runs = {
+        "gptlite-main": ["--output_dir", str(main_out), "--train_files", *w.corpus["files"], "--vocab_size", "300",
+                         "--max_steps", "2", "--eval_steps", "0", "--save_steps", "0", *TINY],
+        "gptlite-classify": ["--model", str(w.clf), "Free entry now"],
+    }
+    outputs = {}
+    for name, argv in runs.items():
         spec, function = _console_script(name)
-        sys_argv = sys.argv
-        sys.argv = [name, "--help"]
-        try:
-            status, out, err = call(function)
-        finally:
-            sys.argv = sys_argv
-        assert status == 0 and isinstance(status, int), (spec, err)
-        assert "usage" in out.lower()
+        for args in (["--help"], argv):
+            sys_argv, sys.argv = sys.argv, [name, *args]
+            try:
+                status, outputs[name], err = call(function)
+            finally:
+                sys.argv = sys_argv
+            assert status == 0 and type(status) is int, (spec, args, err[-3000:])
+    assert "sample from the saved model" in outputs["gptlite-main"]
+    assert (main_out / "model.safetensors").is_file() and (main_out / "tokenizer" / "tokenizer.json").is_file()
+    label, score, message = outputs["gptlite-classify"].strip().split("\t")
+    assert label in ("ham", "spam") and 0.5 <= float(score) <= 1 and message == "Free entry now"
 
 
 def test_real_processes_exit_0_and_2(w, tmp_path):
-    """The process paths, run side by side: the ``gptlite-main`` console script (a tiny main job), ``python -m
-    hf_gptlite.spam.predict`` reading stdin, ``python -m hf_gptlite`` with a mistake, and ``python -m
-    hf_gptlite.serve`` (started, answering, stopped with Ctrl-C)."""
+    """The ``python -m`` paths as processes, run side by side: ``python -m hf_gptlite.spam.predict`` (the module
+    behind ``gptlite-classify``) reading stdin, ``python -m hf_gptlite`` with a mistake (the real stderr: exactly
+    one line), and ``python -m hf_gptlite.serve`` (started, answering, stopped with Ctrl-C)."""
     env = {**recipe_env(), "HF_HUB_OFFLINE": "1"}
     port = closed_port()
-    main_out = tmp_path / "main_run"
-    spec = _console_script("gptlite-main")[0]
-    module, function = spec.split(":")
     procs = {
-        "gptlite-main": [sys.executable, "-c", f"import sys; from {module} import {function}; sys.exit({function}())",
-                         "--output_dir", str(main_out), "--train_files", *w.corpus["files"], "--tokenizer_name_or_path",
-                         w.corpus["tokenizer_dir"], "--max_steps", "2", "--eval_steps", "0", "--save_steps", "0", *TINY],
         "python -m hf_gptlite.spam.predict": [sys.executable, "-m", "hf_gptlite.spam.predict", "--model", str(w.clf)],
         "python -m hf_gptlite (mistake)": [sys.executable, "-m", "hf_gptlite", "push_to_hub", "--model_dir",
                                            "/nonexistent", "--repo_id", "me/tiny", "--dry_run", str(tmp_path / "never")],
@@ -229,10 +235,9 @@ def test_real_processes_exit_0_and_2(w, tmp_path):
         for p in running.values():
             if p.poll() is None:
                 p.kill()
-    for name in ("gptlite-main", "python -m hf_gptlite.spam.predict", "python -m hf_gptlite.serve"):
+    for name in ("python -m hf_gptlite.spam.predict", "python -m hf_gptlite.serve"):
         status, out, err = results[name]
         assert status == 0, (name, err[-3000:])
-    assert "sample from the saved model" in results["gptlite-main"][1] and (main_out / "model.safetensors").is_file()
     lines = results["python -m hf_gptlite.spam.predict"][1].splitlines()
     assert [line.split("\t")[2] for line in lines] == ["Free entry in a weekly draw", "See you at 6"]
     status, out, err = results["python -m hf_gptlite (mistake)"]
