@@ -208,6 +208,8 @@ USAGE = "usage: python -m hf_gptlite COMMAND [--help] [--debug] [--config FILE.y
 def main(argv: list[str] | None = None) -> int:
     """``python -m hf_gptlite COMMAND [flags]``; ``--help`` alone lists the commands."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = ["--debug"] if "--debug" in argv else []  # before or after the command
+    argv = [a for a in argv if a != "--debug"]
     if argv and argv[0] in ("-h", "--help"):
         print(f"{USAGE}\ncommands: {', '.join(COMMANDS)}\n`python -m hf_gptlite COMMAND --help` lists its flags; "
               f"a user mistake ends in one `error: ...` line and exit status 2 (--debug or {DEBUG_ENV}=1: traceback)")
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {given}; usage: python -m hf_gptlite COMMAND [flags], COMMAND one of {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
-    return run_command(argv[0], argv[1:], prog=f"python -m hf_gptlite {argv[0]}")
+    return run_command(argv[0], argv[1:] + debug, prog=f"python -m hf_gptlite {argv[0]}")
 
 
 def main_job(argv: list[str] | None = None) -> int:

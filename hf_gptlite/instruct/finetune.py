@@ -108,6 +108,9 @@ def run_finetune_instruct(cfg: FinetuneInstructConfig) -> dict:
     train_loader, val_loader = instruction_dataloaders(split, tokenizer, cfg.per_device_batch_size,
                                                        cfg.per_device_eval_batch_size, max_length,
                                                        cfg.mask_prompt, cfg.seed)
+    if not len(train_loader.dataset):
+        raise InputValueError(f"every training record's prompt fills max_length={max_length} tokens, so "
+                              "--mask_prompt leaves nothing to learn; raise --max_length or shorten the prompts")
     print(f"data: {len(train_loader.dataset)} train / {len(split['test'])} test / {len(split['validation'])} "
           f"validation records; max_length {max_length}; mask_prompt {cfg.mask_prompt}", flush=True)
     if cfg.lora:  # the loop saves the merged model (and the adapter in lora_adapter/)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from ..errors import InputValueError, as_user_error, check_output_dir
+from ..errors import InputValueError, MissingInputError, as_user_error, check_output_dir
 from ..loading import check_resume_checkpoint, check_tokenizer_source
 from ..modeling_gptlite import GPTLiteForCausalLM
 from ..tokenization import BYTE_ALPHABET_SIZE, SPECIAL_TOKENS, ensure_pad_token
@@ -36,7 +36,12 @@ def _load_or_train_tokenizer(cfg: PretrainConfig, texts):
     from ..tokenization import train_bpe_tokenizer
 
     if cfg.tokenizer_name_or_path:
-        return ensure_pad_token(AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path)), False
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path)
+        except OSError as e:  # checked to be a tokenizer folder or a reachable Hub id: say why it did not load
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise MissingInputError(f"cannot load the tokenizer {cfg.tokenizer_name_or_path!r}: {first}") from e
+        return ensure_pad_token(tokenizer), False
     folder = Path(cfg.output_dir) / "tokenizer"
     if cfg.resume_from_checkpoint and (folder / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(folder), False  # a resumed run keeps its tokenizer
@@ -123,7 +128,7 @@ def run_pretraining(cfg: PretrainConfig) -> dict:
         n_val = len(data.validation) if data.validation is not None else 0
         print(f"data: {n_train} training blocks, {n_val} validation blocks of {block_size} tokens, "
               f"vocabulary {len(tokenizer)}", flush=True)
-    # 4. train
+    # 3. train
     return train(model, train_loader, eval_loader, tokenizer, cfg, compute_metrics=lm_metrics(data.eval_num_characters),
                  run_config=dataclasses.asdict(cfg))
 
