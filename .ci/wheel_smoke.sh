@@ -81,10 +81,11 @@ step "finetune_spam (shipped SMS collection, shipped metric module)"
   --logging_steps 1
 step "gptlite-classify"
 "$WORK/venv/bin/gptlite-classify" --model spam "WINNER!! Claim your prize now" "See you at 6?"
-step "finetune_instruct + evaluate_instruct (shipped instructions, shipped ROUGE-L module)"
+step "finetune_instruct + evaluate_instruct + chat (shipped instructions, shipped ROUGE-L module)"
 "$PY" -m hf_gptlite finetune_instruct --model_name_or_path lm --output_dir instruct --max_steps 2 --eval_steps 0 \
   --warmup_steps 0 --logging_steps 1 --report_to none --mixed_precision no
 "$PY" -m hf_gptlite evaluate_instruct --model_name_or_path instruct --max_records 2 --max_new_tokens 4
+"$PY" -m hf_gptlite chat --model_name_or_path instruct --message "Name a color." --max_new_tokens 4
 step "push_to_hub --dry_run (card templates)"
 "$PY" -m hf_gptlite push_to_hub --model_dir lm --repo_id smoke/gptlite-tiny --dry_run upload
 test -s upload/README.md && grep -q "gptlite" upload/README.md
