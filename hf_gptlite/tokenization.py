@@ -24,6 +24,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerFast
 
 from .data.text import clean_book_text, default_corpus_files, read_text_files
+from .errors import InputValueError, MissingInputError, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +65,15 @@ def train_bpe_tokenizer(
     if len(special_tokens) < 3 or len(set(special_tokens)) != len(special_tokens) or not all(
         isinstance(t, str) and t for t in special_tokens
     ):
-        raise ValueError(f"special_tokens must be distinct non-empty strings (bos, eos, pad, *extra), got {special_tokens!r}")
+        raise InputValueError(f"special_tokens must be distinct non-empty strings (bos, eos, pad, *extra), got {special_tokens!r}")
     smallest = BYTE_ALPHABET_SIZE + len(special_tokens)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
-        raise ValueError(
+        raise InputValueError(
             f"vocab_size={vocab_size!r} is too small: it must hold the {BYTE_ALPHABET_SIZE} byte tokens plus "
             f"{len(special_tokens)} special tokens, so at least {smallest}"
         )
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
-        raise ValueError(f"min_frequency must be a non-negative integer, got {min_frequency!r}")
+        raise InputValueError(f"min_frequency must be a non-negative integer, got {min_frequency!r}")
 
     corpus, length = _as_text_iterator(texts)
     chars = 0  # counted while the trainer reads, to report an empty corpus
@@ -97,7 +98,7 @@ def train_bpe_tokenizer(
     )
     tokenizer.train_from_iterator(counted(), trainer=trainer, length=length)
     if chars == 0:
-        raise ValueError("the training corpus is empty (no non-whitespace text)")
+        raise InputValueError("the training corpus is empty (no non-whitespace text)")
     if tokenizer.get_vocab_size() < vocab_size:
         logger.warning(
             "the corpus only supports %d tokens (asked for %d): no pair left occurring %d times",
@@ -117,7 +118,7 @@ def _as_text_iterator(texts) -> tuple[Iterator[str], int | None]:
         if texts and any(is_path):
             if not all(is_path):
                 missing = next(t for t, p in zip(texts, is_path, strict=True) if not p)
-                raise FileNotFoundError(f"texts mixes files with something that is not an existing file: {str(missing)[:80]!r}")
+                raise MissingInputError(f"texts mixes files with something that is not an existing file: {str(missing)[:80]!r}")
             return iter(read_text_files(texts)), len(texts)
     if not isinstance(texts, Iterable):
         raise TypeError(f"texts must be file paths or an iterable of strings, got {type(texts).__name__}")
@@ -166,14 +167,14 @@ def load_gpt2_tokenizer(path_or_id: str | os.PathLike = "openai-community/gpt2",
     if path.is_dir() and not (path / "tokenizer.json").is_file():
         missing = [name for name in ("vocab.json", "merges.txt") if not (path / name).is_file()]
         if missing:
-            raise FileNotFoundError(f"{path} has no tokenizer.json and is missing {', '.join(missing)}")
+            raise MissingInputError(f"{path} has no tokenizer.json and is missing {', '.join(missing)}")
         tokenizer = GPT2Tokenizer.from_pretrained(str(path), **kwargs)
     elif path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file: pass the folder that holds vocab.json and merges.txt")
+        raise InputValueError(f"{path} is a file: pass the folder that holds vocab.json and merges.txt")
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_id), **kwargs)
     if GPT2_EOS not in tokenizer.get_vocab():
-        raise ValueError(f"{path_or_id} has no {GPT2_EOS!r} token: is it a GPT-2 tokenizer?")
+        raise InputValueError(f"{path_or_id} has no {GPT2_EOS!r} token: is it a GPT-2 tokenizer?")
     tokenizer.bos_token = tokenizer.eos_token = tokenizer.pad_token = GPT2_EOS
     return tokenizer
 
@@ -188,12 +189,12 @@ def align_config_with_tokenizer(config, tokenizer, fixed_vocab: bool = False):
     (never learned: padding is masked) is still set. The tokenizer must have an EOS token.
     """
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos_token: a causal LM needs one to end documents and generation")
+        raise InputValueError("the tokenizer has no eos_token: a causal LM needs one to end documents and generation")
     size = len(tokenizer)
     ids = {name: getattr(tokenizer, name) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
     if fixed_vocab:
         if size > config.vocab_size:
-            raise ValueError(
+            raise InputValueError(
                 f"the tokenizer has {size} tokens but the model's vocab_size is {config.vocab_size}: "
                 f"ids >= {config.vocab_size} have no embedding; use the tokenizer the weights were trained with"
             )
@@ -201,7 +202,7 @@ def align_config_with_tokenizer(config, tokenizer, fixed_vocab: bool = False):
             have = getattr(config, name)
             allowed = have if isinstance(have, list) else [have]
             if have is not None and ids[name] is not None and ids[name] not in allowed:
-                raise ValueError(
+                raise InputValueError(
                     f"config.{name}={have} but the tokenizer's is {ids[name]}: the trained weights learned "
                     f"the meaning of id {have}, so this tokenizer does not fit these weights"
                 )
@@ -220,7 +221,7 @@ def ensure_pad_token(tokenizer):
     always masked (attention mask, ``-100`` labels), so the id never reaches a loss. Returns the tokenizer."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"the tokenizer of {tokenizer.name_or_path!r} has neither a pad nor an eos token to pad with")
+            raise InputValueError(f"the tokenizer of {tokenizer.name_or_path!r} has neither a pad nor an eos token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -249,24 +250,33 @@ class TokenizerConfig:
 def tokenizer_corpus(config: TokenizerConfig):
     """The training texts: --files, --dataset, or the embedded novels (cleaned)."""
     if config.files is not None and config.dataset is not None:
-        raise ValueError("give --files or --dataset, not both")
+        raise InputValueError("give --files or --dataset, not both")
     if config.dataset is not None:
         import datasets
 
+        from .loading import resolve_source
+
+        resolve_source(config.dataset, "dataset", repo_type="dataset")  # a local path, or a Hub id whose Hub answers
         ds = datasets.load_dataset(config.dataset, config.dataset_config, split=config.split, streaming=config.streaming)
         if ds.column_names is not None and config.text_column not in ds.column_names:
-            raise ValueError(f"dataset {config.dataset!r} has no column {config.text_column!r}; columns: {ds.column_names}")
+            raise InputValueError(f"dataset {config.dataset!r} has no column {config.text_column!r}; columns: {ds.column_names}")
         return ds[config.text_column]
     if config.files is not None:
         if not config.files:
-            raise ValueError("--files was given no file")
+            raise InputValueError("--files was given no file")
         texts = read_text_files(config.files)
         return [clean_book_text(t) for t in texts] if config.clean else texts
     return [clean_book_text(t) for t in read_text_files(default_corpus_files())]
 
 
 def run_train_tokenizer(config: TokenizerConfig) -> PreTrainedTokenizerFast:
-    """Train the tokenizer ``config`` describes, save it to ``config.output_dir``, print what was saved."""
+    """Train the tokenizer ``config`` describes, save it to ``config.output_dir``, print what was saved. Every
+    input is checked before ``output_dir`` is written."""
+    check_output_dir(config.output_dir)
+    smallest = BYTE_ALPHABET_SIZE + len(SPECIAL_TOKENS)
+    if config.vocab_size < smallest:  # before reading any text
+        raise InputValueError(f"vocab_size={config.vocab_size} is too small: it must hold the {BYTE_ALPHABET_SIZE} "
+                              f"byte tokens plus {len(SPECIAL_TOKENS)} special tokens, so at least {smallest}")
     tokenizer = train_bpe_tokenizer(
         tokenizer_corpus(config),
         vocab_size=config.vocab_size,

@@ -16,7 +16,7 @@ def test_parse_config_yaml_then_command_line(tmp_path):
     assert cfg.learning_rate == 1e-3 and isinstance(cfg.learning_rate, float)
     assert (cfg.max_steps, cfg.seed, cfg.train_files, cfg.streaming) == (9, 3, ["a.txt", "b.txt"], True)
     yaml_file.write_text("max_stepz: 7\n")
-    with pytest.raises(ValueError, match="unknown config keys \\['max_stepz'\\]"):
+    with pytest.raises(ValueError, match="unknown config key 'max_stepz' \\(did you mean max_steps\\?\\)"):
         parse_config(PretrainConfig, ["--config", str(yaml_file)])
 
 

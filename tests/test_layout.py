@@ -60,6 +60,10 @@ def _definitions(name: str) -> list[str]:
     ("save_model_folder", "training/artifacts.py"),
     ("ensure_pad_token", "tokenization.py"),
     ("check_model_dir", "loading.py"),
+    ("run_entry_point", "cli.py"),
+    ("is_user_error", "cli.py"),
+    ("check_output_dir", "errors.py"),
+    ("check_resume_checkpoint", "loading.py"),
     ("plot_loss_curve", "training/artifacts.py"),
 ])
 def test_one_implementation_per_concept(name, home):
@@ -84,6 +88,27 @@ def test_no_recipe_holds_logic_and_the_library_never_imports_recipes():
         assert len(code) <= 4, f"{recipe.name} holds more than a call into hf_gptlite: {code}"
     for path in sorted(PACKAGE.rglob("*.py")):
         assert "recipes" not in {m.split(".")[0] for m in imported_modules(path)}, path
+
+
+def test_every_entry_point_goes_through_the_one_error_wrapper():
+    """Each `__main__` / console-script function of the package runs behind cli.run_entry_point (directly or via
+    run_command), and nothing else prints `error:` lines."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    mains = {spec.split(":")[0].replace(".", "/") + ".py" for spec in scripts.values()}
+    mains |= {str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py") if 'if __name__ == "__main__":' in p.read_text()}
+    for rel in sorted(mains):
+        text = (REPO / rel).read_text()
+        if rel.endswith("__main__.py"):
+            assert "from .cli import main" in text, rel
+            continue
+        assert "run_entry_point(" in text or "run_command(" in text, f"{rel} bypasses the error wrapper"
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "cli.py":
+            continue
+        text = path.read_text()
+        assert 'print(f"error:' not in text, f"{path}: only the error wrapper prints error lines"
 
 
 def test_card_templates_are_package_data():

@@ -24,3 +24,19 @@ def test_use_it_block_runs_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "A casa ficava no alto da rua, e" in proc.stdout and "Era uma vez" in proc.stdout
     assert "tensor(" in proc.stdout  # the classifier's probabilities
+
+
+def test_ci_runs_the_readme_set_up_exactly():
+    """.ci/run installs with the README's install line and tests with its test command, then the wheel smoke job;
+    pytest's "no test collected" (exit 5) fails it."""
+    readme = README.read_text()
+    block = re.search(r"## Set-up: two commands.*?```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 2, commands
+    install, test = commands
+    assert install.endswith(" && gptlite-main")
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert install.removesuffix(" && gptlite-main") in ci  # the same line, without the 10-minute main job
+    assert f"{test} || status=$?" in ci
+    assert any('"$status" -eq 5' in line for line in ci)
+    assert ci[-1] == "bash .ci/wheel_smoke.sh" and (README.parent / ".ci" / "wheel_smoke.sh").is_file()

@@ -14,6 +14,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from ..errors import InputValueError, MissingInputError, NotAFileError
+
 _PAGE_NUMBER = re.compile(r"[ \t]*\d{1,4}[ \t]*")
 # a line that opens a dialogue turn: "— Tu", "– Tu", "-- Tu", "- Tu", "--Tu"
 _DIALOGUE = re.compile(r"(?:[—–]|--|-\s)")
@@ -35,30 +37,30 @@ def read_text_files(paths) -> list[str]:
     """Read UTF-8 text files, one string per file, bytes kept as they are (a leading BOM is dropped).
 
     Raises ``ValueError`` for no paths, an empty file or a file that is not UTF-8, ``FileNotFoundError`` for a
-    missing file and ``IsADirectoryError`` for a folder, each naming the file.
+    missing file and ``IsADirectoryError`` for a folder, each naming the file (all ``hf_gptlite.errors.UserError``).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ValueError("no text files given")
+        raise InputValueError("no text files given")
     texts = []
     for path in paths:
         if not path.exists():
-            raise FileNotFoundError(f"text file not found: {path}")
+            raise MissingInputError(f"text file not found: {path}")
         if path.is_dir():
-            raise IsADirectoryError(f"expected a text file, got a folder: {path}")
+            raise NotAFileError(f"expected a text file, got a folder: {path}")
         data = path.read_bytes()
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(
+            raise InputValueError(
                 f"{path} is not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 4]!r}); "
                 "convert it first, e.g. `iconv -f latin1 -t utf-8`"
             ) from None
         text = text.removeprefix("\ufeff")
         if not text.strip():
-            raise ValueError(f"text file is empty: {path}")
+            raise InputValueError(f"text file is empty: {path}")
         texts.append(text)
     return texts
 

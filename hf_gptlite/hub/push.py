@@ -37,7 +37,14 @@ from transformers import (
 
 import hf_gptlite  # noqa: F401  (registers the Auto classes used to re-save the model)
 
-from ..loading import check_model_dir
+from ..errors import (
+    InputValueError,
+    MissingCredentialsError,
+    OutputInTheWayError,
+    ServerUnreachableError,
+    UserError,
+)
+from ..loading import check_model_dir, hub_unreachable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +80,21 @@ TASKS = {
 }
 
 
-class HubUploadError(RuntimeError):
-    """An upload that stopped partway; re-running the same command completes it."""
+class HubUploadError(UserError, RuntimeError):
+    """An upload that stopped partway (the Hub refused or went away); re-running the same command completes it."""
+
+PUSH_HINT = "pass the folder a training run wrote (e.g. runs/pretrain_pt)"
 
 
 # ---------------------------------------------------------------------------------------------- inputs
 def check_repo_id(repo_id: str) -> str:
     """``namespace/name`` checked with huggingface_hub's own validator; ``ValueError`` naming the problem."""
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
-        raise ValueError(f"repo_id must look like 'user/model-name' (one '/'), got {repo_id!r}")
+        raise InputValueError(f"repo_id must look like 'user/model-name' (one '/'), got {repo_id!r}")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise ValueError(f"invalid repo_id {repo_id!r}: {err}") from err
+        raise InputValueError(f"invalid repo_id {repo_id!r}: {err}") from err
     return repo_id
 
 
@@ -96,9 +105,9 @@ def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raise InputValueError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        raise InputValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -262,10 +271,8 @@ def prepare_upload_folder(
     metrics.json / training_config.json / loss_curve.png are copied; README.md is the filled card.
     """
     check_repo_id(repo_id)
-    model_dir = check_model_dir(model_dir)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"output folder {str(out_dir)!r} exists and is not empty; pick a new one")
+    model_dir = check_model_dir(model_dir, hint=PUSH_HINT)
+    out_dir = check_upload_folder_target(out_dir)
     metrics = read_json(model_dir / "metrics.json")
     training_config = read_json(model_dir / "training_config.json")
 
@@ -301,6 +308,20 @@ def prepare_upload_folder(
     return out_dir
 
 
+def check_upload_folder_target(out_dir: str | Path) -> Path:
+    """The folder a dry run writes must be absent or empty (it is never merged into)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        what = "is a file" if not out_dir.is_dir() else "exists and is not empty"
+        raise OutputInTheWayError(f"output folder {str(out_dir)!r} {what}; pick a new one")
+    for parent in out_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputInTheWayError(f"output folder {str(out_dir)!r} cannot be created: {str(parent)!r} is a file")
+            break
+    return out_dir
+
+
 def _check_no_token(folder: Path) -> None:
     """Refuse to upload a folder that contains the user's Hub token anywhere."""
     token = huggingface_hub.get_token()
@@ -312,7 +333,7 @@ def _check_no_token(folder: Path) -> None:
         if p.is_file() and p.suffix != ".safetensors" and needle in p.read_bytes()
     )
     if leaks:
-        raise ValueError(f"{', '.join(leaks)} contain(s) your Hub token; refusing to upload (remove it from the run files)")
+        raise InputValueError(f"{', '.join(leaks)} contain(s) your Hub token; refusing to upload (remove it from the run files)")
 
 
 # Run in a fresh interpreter: `import hf_gptlite` there would register the package's own classes, and
@@ -394,7 +415,7 @@ def upload_folder(
     """
     check_repo_id(repo_id)
     if token is None and huggingface_hub.get_token() is None:
-        raise PermissionError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
+        raise MissingCredentialsError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
     api = HfApi(endpoint=endpoint, token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -431,10 +452,20 @@ def push_to_hub(
 
     Returns the validation summary (dry run) or the CommitInfo.
     """
-    check_repo_id(repo_id)
-    check_model_dir(model_dir)
-    if dry_run is None and huggingface_hub.get_token() is None:  # fail before the slow part
-        raise PermissionError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
+    check_repo_id(repo_id)  # every input checked before the slow part, and before anything is written
+    check_model_dir(model_dir, hint=PUSH_HINT)
+    read_json(Path(model_dir) / "metrics.json")
+    read_json(Path(model_dir) / "training_config.json")
+    if dry_run is not None:
+        check_upload_folder_target(dry_run)
+    else:
+        if huggingface_hub.get_token() is None:
+            raise MissingCredentialsError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`")
+        target = endpoint or huggingface_hub.constants.ENDPOINT
+        reason = hub_unreachable_reason(target)
+        if reason:
+            raise ServerUnreachableError(f"cannot reach the Hub at {target} (HF_ENDPOINT) to push {repo_id}: "
+                                         f"{reason}; check the network or HF_ENDPOINT, or use --dry_run FOLDER")
     card_args = dict(max_shard_size=max_shard_size, license=license, language=language, datasets=datasets)
     if dry_run is not None:
         folder = prepare_upload_folder(model_dir, dry_run, repo_id, **card_args)

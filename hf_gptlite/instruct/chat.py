@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..loading import load_causal_lm
-from .generation import chat_reply
+from ..loading import check_model_source, load_causal_lm
+from .generation import chat_reply, require_chat_template
 
 
 @dataclass
@@ -25,6 +25,7 @@ class ChatConfig:
     input: str | None = field(default=None, metadata={"help": "with --message: the '### Input:' text"})
 
 
+INSTRUCT_HINT = "fine-tune one with `python -m hf_gptlite finetune_instruct` (it writes runs/instruct) or pass --model_name_or_path"
 CHAT_HELP = ("type an instruction; '/input TEXT' attaches an input to the next instruction; "
              "'/reset' clears the history; '/exit' (or Ctrl-D) quits")
 
@@ -34,11 +35,10 @@ def run_chat(cfg: ChatConfig, read=input, write=print) -> list[dict]:
     from transformers import TextStreamer, set_seed
 
     set_seed(cfg.seed)
+    check_model_source(cfg.model_name_or_path, INSTRUCT_HINT)
+    require_chat_template(cfg.model_name_or_path)
     model, tokenizer = load_causal_lm(cfg.model_name_or_path)
     model.eval()
-    if not tokenizer.chat_template:
-        raise ValueError(f"{cfg.model_name_or_path} has no chat template: fine-tune it with "
-                         f"recipes/finetune_instruct.py first")
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     sampling = dict(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k) if cfg.do_sample else {}
     system = [{"role": "system", "content": cfg.system}] if cfg.system else []

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputValueError, MissingInputError, NotAFileError
+
 logger = logging.getLogger(__name__)
 
 PREAMBLE = (
@@ -111,7 +113,7 @@ def set_chat_template(tokenizer):
     the special ids, as every transformers chat model does: "[EOS]" typed by a user also ends a turn.
     """
     if tokenizer.eos_token is None:
-        raise ValueError("the tokenizer has no eos_token: the Alpaca template ends each response with it")
+        raise InputValueError("the tokenizer has no eos_token: the Alpaca template ends each response with it")
     tokenizer.chat_template = ALPACA_CHAT_TEMPLATE
     tokenizer.split_special_tokens = False
     return tokenizer
@@ -134,21 +136,21 @@ def validate_records(records: Sequence, source: str = "records") -> list[dict]:
     clean = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise ValueError(f"{source}: record {i} is a {type(rec).__name__}, expected an object with "
+            raise InputValueError(f"{source}: record {i} is a {type(rec).__name__}, expected an object with "
                              f"'instruction', 'input', 'output'")
         missing = [k for k in ("instruction", "output") if rec.get(k) is None]
         if missing:
-            raise ValueError(f"{source}: record {i} is missing {', '.join(repr(k) for k in missing)} "
+            raise InputValueError(f"{source}: record {i} is missing {', '.join(repr(k) for k in missing)} "
                              f"(has {sorted(rec)})")
         inp = rec.get("input") or ""
         for key, value in (("instruction", rec["instruction"]), ("input", inp), ("output", rec["output"])):
             if not isinstance(value, str):
-                raise ValueError(f"{source}: record {i} field {key!r} must be a string, got {type(value).__name__}")
+                raise InputValueError(f"{source}: record {i} field {key!r} must be a string, got {type(value).__name__}")
         if not rec["instruction"].strip():
-            raise ValueError(f"{source}: record {i} has an empty 'instruction'")
+            raise InputValueError(f"{source}: record {i} has an empty 'instruction'")
         clean.append({"instruction": rec["instruction"], "input": inp, "output": rec["output"]})
     if not clean:
-        raise ValueError(f"{source}: no records")
+        raise InputValueError(f"{source}: no records")
     return clean
 
 
@@ -159,7 +161,13 @@ def load_alpaca_records(source: str | Path | None = None, split: str = "train") 
         source = default_instruction_file()
     path = Path(source)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputValueError(f"{path} is not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 4]!r})") from None
+        if not text.strip():
+            raise InputValueError(f"{path} is empty")
         if path.suffix == ".jsonl":
             records = []
             for n, line in enumerate(text.splitlines(), 1):
@@ -167,19 +175,24 @@ def load_alpaca_records(source: str | Path | None = None, split: str = "train") 
                     try:
                         records.append(json.loads(line))
                     except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}: line {n} is not valid JSON ({e.msg})") from e
+                        raise InputValueError(f"{path}: line {n} is not valid JSON ({e.msg})") from e
         else:
             try:
                 records = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
+                raise InputValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
             if not isinstance(records, list):
-                raise ValueError(f"{path}: expected a JSON list of records, got a {type(records).__name__}")
+                raise InputValueError(f"{path}: expected a JSON list of records, got a {type(records).__name__}")
         return validate_records(records, str(path))
-    if path.suffix in (".json", ".jsonl") or path.exists():
-        raise FileNotFoundError(f"instruction data file not found: {path}")
+    if path.is_dir():
+        raise NotAFileError(f"instruction data {str(path)!r} is a folder: pass a .json or .jsonl file")
+    if path.suffix in (".json", ".jsonl"):
+        raise MissingInputError(f"instruction data file not found: {path}")
     from datasets import load_dataset
 
+    from ..loading import resolve_source
+
+    resolve_source(str(source), "instruction data", repo_type="dataset")  # neither a file nor a Hub id: say so
     dataset = load_dataset(str(source), split=split)
     return validate_records(list(dataset), f"{source} ({split})")
 

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..loading import load_causal_lm
+from ..errors import InputValueError, check_output_dir
+from ..loading import check_model_source, load_causal_lm
 from ..training.artifacts import write_metrics
 from .data import load_alpaca_records, split_records
-from .generation import generate_test_responses, model_fingerprint
+from .generation import generate_test_responses, model_fingerprint, require_chat_template
 from .judge import JudgeClient, JudgeRequestError, JudgeUnreachableError, judge_responses
 
 ROUGE_METRIC_PATH = Path(__file__).resolve().parent.parent / "resources" / "metrics" / "rouge_l"
@@ -53,24 +54,38 @@ class EvaluateInstructConfig:
 
     def __post_init__(self):
         if self.split not in ("train", "test", "validation"):
-            raise ValueError(f"split must be train, test or validation, got {self.split!r}")
+            raise InputValueError(f"split must be train, test or validation, got {self.split!r}")
         if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("batch_size and max_new_tokens must be >= 1")
+            raise InputValueError(f"batch_size and max_new_tokens must be >= 1, got {self.batch_size} and "
+                                  f"{self.max_new_tokens}")
+        if self.max_records is not None and self.max_records < 1:
+            raise InputValueError(f"max_records must be >= 1 (or None), got {self.max_records}")
+        if self.judge and not self.judge_url.startswith(("http://", "https://")):
+            raise InputValueError(f"judge_url must be an http(s):// URL, got {self.judge_url!r}")
+        if self.judge_max_retries < 0 or self.judge_timeout <= 0:
+            raise InputValueError(f"judge_max_retries must be >= 0 and judge_timeout > 0, got "
+                                  f"{self.judge_max_retries} and {self.judge_timeout}")
 
 
 def run_evaluate_instruct(cfg: EvaluateInstructConfig) -> dict:
     """Generate, score, and merge the scores into ``metrics.json``; returns the new metrics.
 
-    The responses are written before any judge is called, so an unreachable judge (``JudgeUnreachableError``,
-    whose message names the URL and the responses file) loses nothing: rerun and they are reused."""
+    The model, the data and the output folder are checked before anything is written. The responses are written
+    before any judge is called, so an unreachable judge (``JudgeUnreachableError``, whose message names the URL
+    and the responses file) loses nothing: rerun and they are reused."""
     from transformers import set_seed
 
+    from .chat import INSTRUCT_HINT
+
     set_seed(cfg.seed)
-    model, tokenizer = load_causal_lm(cfg.model_name_or_path)
+    check_model_source(cfg.model_name_or_path, INSTRUCT_HINT)
     out_dir = Path(cfg.output_dir or cfg.model_name_or_path)
+    check_output_dir(out_dir)
     records = split_records(load_alpaca_records(cfg.data, cfg.data_split))[cfg.split][: cfg.max_records]
     if not records:
-        raise ValueError(f"the {cfg.split} split is empty")
+        raise InputValueError(f"the {cfg.split} split of {cfg.data or 'the shipped instructions'} is empty")
+    require_chat_template(cfg.model_name_or_path)
+    model, tokenizer = load_causal_lm(cfg.model_name_or_path)
     settings = {"model": model_fingerprint(cfg.model_name_or_path) if Path(cfg.model_name_or_path).is_dir()
                 else cfg.model_name_or_path, "max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
                 "seed": cfg.seed}

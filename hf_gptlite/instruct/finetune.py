@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..loading import load_causal_lm
+from ..errors import InputValueError, as_user_error, check_output_dir
+from ..loading import PRETRAINED_HINT, check_model_source, check_resume_checkpoint, load_causal_lm
 from ..pretrain.metrics import lm_metrics
 from ..tokenization import ensure_pad_token
 from ..training import TrainingConfig, train
@@ -50,6 +51,18 @@ class FinetuneInstructConfig(TrainingConfig):
     generation_max_new_tokens: int = field(default=256, metadata={
         "help": "default max_new_tokens saved in generation_config.json (capped at half the context)"})
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_train_records is not None and self.max_train_records < 1:
+            raise InputValueError(f"max_train_records must be >= 1 (or None), got {self.max_train_records}")
+        if self.max_length is not None and self.max_length < 2:
+            raise InputValueError(f"max_length must be at least 2 tokens (or None), got {self.max_length}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise InputValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lora and (self.lora_r < 1 or self.lora_alpha < 1 or not 0.0 <= self.lora_dropout < 1.0):
+            raise InputValueError(f"lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1), got "
+                                  f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")
+
 
 def instruction_dataloaders(records: dict, tokenizer, batch_size: int, eval_batch_size: int | None,
                             max_length: int | None, mask_prompt: bool, seed: int):
@@ -67,10 +80,18 @@ def instruction_dataloaders(records: dict, tokenizer, batch_size: int, eval_batc
 
 def run_finetune_instruct(cfg: FinetuneInstructConfig) -> dict:
     """Fine-tune on Alpaca records with the shared loop; the saved folder holds the model (LoRA merged), the
-    tokenizer with the Alpaca chat template, metrics.json, training_config.json and loss_curve.png."""
+    tokenizer with the Alpaca chat template, metrics.json, training_config.json and loss_curve.png. Every input
+    (model, data, LoRA modules, a checkpoint to resume) is checked before the loop writes ``output_dir``."""
     from transformers import set_seed
 
     set_seed(cfg.seed)
+    check_output_dir(cfg.output_dir)
+    check_model_source(cfg.model_name_or_path, PRETRAINED_HINT)
+    split = split_records(load_alpaca_records(cfg.data, cfg.data_split))
+    split["train"] = split["train"][: cfg.max_train_records]
+    if not split["train"]:
+        raise InputValueError(f"no training records in {cfg.data or 'the shipped instructions'} (the first 85% "
+                              "of the records train)")
     model, tokenizer = load_causal_lm(cfg.model_name_or_path)
     set_chat_template(ensure_pad_token(tokenizer))
     context = model.config.max_position_embeddings
@@ -84,15 +105,18 @@ def run_finetune_instruct(cfg: FinetuneInstructConfig) -> dict:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    split = split_records(load_alpaca_records(cfg.data, cfg.data_split))
-    split["train"] = split["train"][: cfg.max_train_records]
     train_loader, val_loader = instruction_dataloaders(split, tokenizer, cfg.per_device_batch_size,
                                                        cfg.per_device_eval_batch_size, max_length,
                                                        cfg.mask_prompt, cfg.seed)
+    if not len(train_loader.dataset):
+        raise InputValueError(f"every training record's prompt fills max_length={max_length} tokens, so "
+                              "--mask_prompt leaves nothing to learn; raise --max_length or shorten the prompts")
     print(f"data: {len(train_loader.dataset)} train / {len(split['test'])} test / {len(split['validation'])} "
           f"validation records; max_length {max_length}; mask_prompt {cfg.mask_prompt}", flush=True)
     if cfg.lora:  # the loop saves the merged model (and the adapter in lora_adapter/)
-        model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+        with as_user_error(ValueError, context="--lora_target_modules"):  # names the model lacks
+            model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+    check_resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir, model)
     return train(model, train_loader, val_loader, tokenizer, cfg, compute_metrics=lm_metrics(),
                  run_config=dataclasses.asdict(cfg))
 

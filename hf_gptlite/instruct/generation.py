@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InputValueError
 from .data import record_to_messages
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def generate_responses(model, tokenizer, conversations: Sequence[list[dict]], ma
     """Reply to each conversation (chat messages) with ``model.generate``: batched, left-padded, KV cache,
     greedy unless ``do_sample``; each reply stops at the end-of-text token. Returns the decoded replies."""
     if not tokenizer.chat_template:
-        raise ValueError("the tokenizer has no chat template (was the model fine-tuned with finetune_instruct?)")
+        raise InputValueError("the tokenizer has no chat template (was the model fine-tuned with finetune_instruct?)")
     model.eval()
     context = model.config.max_position_embeddings
     side = tokenizer.padding_side
@@ -42,7 +43,7 @@ def generate_responses(model, tokenizer, conversations: Sequence[list[dict]], ma
             prompt_len = batch["input_ids"].shape[1]
             new = min(max_new_tokens, context - prompt_len)
             if new < 1:
-                raise ValueError(f"a prompt of {prompt_len} tokens leaves no room to generate in the model's "
+                raise InputValueError(f"a prompt of {prompt_len} tokens leaves no room to generate in the model's "
                                  f"context of {context}; shorten the input")
             out = model.generate(
                 **batch, max_new_tokens=new, do_sample=do_sample, use_cache=True,
@@ -99,6 +100,16 @@ def generate_test_responses(model, tokenizer, records: Sequence[dict], path: str
     return [done[k] for k in keys]
 
 
+def require_chat_template(name_or_path: str | os.PathLike, hint: str = "") -> None:
+    """Refuse a model whose tokenizer has no chat template (not instruction-tuned here), reading only the
+    tokenizer, before the weights are loaded."""
+    from transformers import AutoTokenizer
+
+    if not AutoTokenizer.from_pretrained(str(name_or_path)).chat_template:
+        raise InputValueError(f"{name_or_path} has no chat template: fine-tune it with "
+                              f"`python -m hf_gptlite finetune_instruct` first{f'; {hint}' if hint else ''}")
+
+
 def chat_reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, streamer=None,
                do_sample: bool = False, **generate_kwargs) -> str:
     """One reply to a conversation through the chat template (``streamer``: e.g. a ``TextStreamer``)."""
@@ -107,7 +118,7 @@ def chat_reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256
     prompt_len = inputs["input_ids"].shape[1]
     room = model.config.max_position_embeddings - prompt_len
     if room < 1:
-        raise ValueError(f"the conversation is {prompt_len} tokens, the model's context is "
+        raise InputValueError(f"the conversation is {prompt_len} tokens, the model's context is "
                          f"{model.config.max_position_embeddings}: start a new one (/reset)")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=min(max_new_tokens, room), do_sample=do_sample,
@@ -116,4 +127,4 @@ def chat_reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256
     return tokenizer.decode(out[0, prompt_len:], skip_special_tokens=True).strip()
 
 
-__all__ = ["chat_reply", "generate_responses", "generate_test_responses", "model_fingerprint"]
+__all__ = ["chat_reply", "generate_responses", "generate_test_responses", "model_fingerprint", "require_chat_template"]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..errors import ServerUnreachableError, UserError
 from .data import format_input
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,14 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _OUT_OF_100 = re.compile(r"(\d+(?:\.\d+)?)\s*(?:/|out of)\s*100\b")
 
 
-class JudgeUnreachableError(ConnectionError):
-    """The judge endpoint could not be reached (refused, DNS, timeout) after all retries."""
+class JudgeUnreachableError(ServerUnreachableError):
+    """The judge endpoint could not be reached (refused, DNS, timeout) after all retries (a user error: start
+    the server or pass another ``--judge_url``)."""
 
 
-class JudgeRequestError(RuntimeError):
-    """The judge endpoint answered with an error that retrying will not fix (e.g. 404: unknown model)."""
+class JudgeRequestError(UserError, RuntimeError):
+    """The judge endpoint answered with an error that retrying will not fix (e.g. 404: unknown model; a user
+    error: pass another ``--judge_model`` or ``--judge_url``)."""
 
 
 def parse_score(reply: str | None) -> int | None:
@@ -110,11 +113,14 @@ class JudgeClient:
                     raise JudgeRequestError(f"judge at {self.endpoint} answered HTTP {e.code} for model "
                                             f"{self.model!r}: {detail}") from e
                 last_error = e
-                logger.warning("judge HTTP %d (attempt %d/%d): %s", e.code, attempt + 1, self.max_retries + 1, detail)
+                if attempt < self.max_retries:  # the last failure is the error itself: no warning before it
+                    logger.warning("judge HTTP %d (attempt %d/%d): %s", e.code, attempt + 1, self.max_retries + 1,
+                                   detail)
             except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
                 last_error = e
-                logger.warning("judge at %s unreachable (attempt %d/%d): %s", self.endpoint, attempt + 1,
-                               self.max_retries + 1, e)
+                if attempt < self.max_retries:
+                    logger.warning("judge at %s unreachable (attempt %d/%d): %s", self.endpoint, attempt + 1,
+                                   self.max_retries + 1, e)
             except (KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
                 raise JudgeRequestError(f"judge at {self.endpoint} sent a reply that is not an OpenAI chat "
                                         f"completion: {e!r}") from e

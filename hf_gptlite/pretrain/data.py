@@ -20,6 +20,8 @@ import datasets
 import torch
 from torch.utils.data import DataLoader
 
+from ..errors import InputValueError
+
 
 @dataclass
 class LMData:
@@ -63,7 +65,7 @@ def load_text_documents(
     for path, text in zip(train_files, texts, strict=False):
         head, tail = split_document(text, validation_fraction)
         if not head.strip():
-            raise ValueError(f"{path}: nothing left for training after holding out {validation_fraction:.0%}")
+            raise InputValueError(f"{path}: nothing left for training after holding out {validation_fraction:.0%}")
         train_docs.append(head)
         if tail.strip():
             val_docs.append(tail)
@@ -79,11 +81,14 @@ def load_hub_documents(
     Uses its ``validation`` split when it has one; otherwise holds out ``validation_fraction`` of the rows
     (streaming: the first ``validation_documents`` rows).
     """
+    from ..loading import resolve_source
+
+    resolve_source(name, "dataset", repo_type="dataset")  # a local path, or a Hub id whose Hub answers
     splits = datasets.get_dataset_split_names(name, config_name) if not streaming else None
     load = dict(path=name, name=config_name, streaming=streaming)
     train = datasets.load_dataset(split="train", **load)
     if text_column not in (train.column_names or [text_column]):
-        raise ValueError(f"dataset {name} has no column {text_column!r}; its columns: {train.column_names}")
+        raise InputValueError(f"dataset {name} has no column {text_column!r}; its columns: {train.column_names}")
     train = train.select_columns([text_column])
     if text_column != "text":
         train = train.rename_column(text_column, "text")
@@ -142,7 +147,7 @@ def tokenize_and_pack(ds, tokenizer, block_size: int, train: bool, num_proc: int
     """Documents (column ``text``) -> packed blocks (``input_ids``, ``labels``). Returns (dataset, characters)."""
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError("the tokenizer has no eos_token: packing needs one to separate documents")
+        raise InputValueError("the tokenizer has no eos_token: packing needs one to separate documents")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     columns = ds.column_names
     map_kw = dict(batched=True)
@@ -153,7 +158,7 @@ def tokenize_and_pack(ds, tokenizer, block_size: int, train: bool, num_proc: int
     if isinstance(tokens, datasets.Dataset):
         characters = sum(tokens["num_characters"]) + len(tokens)  # + one [EOS] per document
         if len(tokens) == 0:
-            raise ValueError("no text to tokenize: every document is empty")
+            raise InputValueError("no text to tokenize: every document is empty")
     tokens = tokens.remove_columns(["num_characters"])
     pack = _pack_train(block_size, eos) if train else _pack_eval(block_size, eos, pad)
     if isinstance(tokens, datasets.Dataset):
@@ -163,7 +168,7 @@ def tokenize_and_pack(ds, tokenizer, block_size: int, train: bool, num_proc: int
             map_kw["batch_size"] = None
     blocks = tokens.map(pack, remove_columns=["input_ids"], **map_kw)
     if isinstance(blocks, datasets.Dataset) and len(blocks) == 0:
-        raise ValueError(
+        raise InputValueError(
             f"the {'training' if train else 'validation'} text is shorter than one block of {block_size} tokens; "
             "add text or lower block_size"
         )
@@ -188,9 +193,9 @@ def build_lm_data(
 
 def check_block_size(block_size: int, max_position_embeddings: int) -> None:
     if block_size < 2:
-        raise ValueError(f"block_size must be at least 2 tokens, got {block_size}")
+        raise InputValueError(f"block_size must be at least 2 tokens, got {block_size}")
     if block_size > max_position_embeddings:
-        raise ValueError(
+        raise InputValueError(
             f"block_size={block_size} is longer than the model's context (max_position_embeddings="
             f"{max_position_embeddings}); lower block_size or raise max_position_embeddings"
         )

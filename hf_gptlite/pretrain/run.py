@@ -15,8 +15,10 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
+from ..errors import InputValueError, MissingInputError, as_user_error, check_output_dir
+from ..loading import check_resume_checkpoint, check_tokenizer_source
 from ..modeling_gptlite import GPTLiteForCausalLM
-from ..tokenization import ensure_pad_token
+from ..tokenization import BYTE_ALPHABET_SIZE, SPECIAL_TOKENS, ensure_pad_token
 from ..training import distributed_state, train
 from .config import PretrainConfig, build_model_config
 from .data import build_lm_data, check_block_size, lm_dataloaders, load_hub_documents, load_text_documents
@@ -25,44 +27,73 @@ from .metrics import lm_metrics
 DEMO_PROMPT = "A casa ficava no alto da rua, e"
 
 
-def load_or_train_tokenizer(cfg: PretrainConfig, texts):
-    """``tokenizer_name_or_path`` when given; else a byte-level BPE trained on ``texts`` on the main process,
-    saved to ``output_dir/tokenizer`` and loaded from there by the other processes."""
+def _load_or_train_tokenizer(cfg: PretrainConfig, texts):
+    """(tokenizer, trained here and not saved yet): ``tokenizer_name_or_path`` when given, the run's own when
+    resuming, a byte-level BPE trained on ``texts`` on the main process, or (other processes) the one the main
+    process saved to ``output_dir/tokenizer``."""
     from transformers import AutoTokenizer
 
     from ..tokenization import train_bpe_tokenizer
 
     if cfg.tokenizer_name_or_path:
-        return ensure_pad_token(AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path))
-    state = distributed_state()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path)
+        except OSError as e:  # checked to be a tokenizer folder or a reachable Hub id: say why it did not load
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise MissingInputError(f"cannot load the tokenizer {cfg.tokenizer_name_or_path!r}: {first}") from e
+        return ensure_pad_token(tokenizer), False
     folder = Path(cfg.output_dir) / "tokenizer"
-    with state.main_process_first():
-        if cfg.resume_from_checkpoint and (folder / "tokenizer.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(folder)  # a resumed run keeps its tokenizer
-        elif state.is_main_process:
-            if not texts:
-                raise ValueError("no training text to train a tokenizer on")
-            print(f"training a {cfg.vocab_size}-token byte-level BPE tokenizer on the training text ...", flush=True)
-            tokenizer = train_bpe_tokenizer(
-                texts, vocab_size=cfg.vocab_size, min_frequency=cfg.tokenizer_min_frequency,
-                show_progress=False,
-            )
-            tokenizer.save_pretrained(folder)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
+    if cfg.resume_from_checkpoint and (folder / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(folder), False  # a resumed run keeps its tokenizer
+    if not distributed_state().is_main_process:
+        return AutoTokenizer.from_pretrained(folder), False
+    if not texts:
+        raise InputValueError("no training text to train a tokenizer on")
+    print(f"training a {cfg.vocab_size}-token byte-level BPE tokenizer on the training text ...", flush=True)
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=cfg.vocab_size, min_frequency=cfg.tokenizer_min_frequency,
+                                    show_progress=False)
+    return tokenizer, True
+
+
+def load_or_train_tokenizer(cfg: PretrainConfig, texts):
+    """``tokenizer_name_or_path`` when given; else a byte-level BPE trained on ``texts`` on the main process,
+    saved to ``output_dir/tokenizer`` and loaded from there by the other processes."""
+    with distributed_state().main_process_first():
+        tokenizer, trained = _load_or_train_tokenizer(cfg, texts)
+        if trained:
+            tokenizer.save_pretrained(Path(cfg.output_dir) / "tokenizer")
     return tokenizer
 
 
+def check_pretrain_inputs(cfg: PretrainConfig) -> int:
+    """Every check that needs no data: the output folder, the model shape, the block size, the data and
+    tokenizer sources. Returns the block size."""
+    check_output_dir(cfg.output_dir)
+    with as_user_error(ValueError):  # an unknown preset or a bad size override
+        model_config = build_model_config(cfg)
+    block_size = cfg.block_size or model_config.max_position_embeddings
+    check_block_size(block_size, model_config.max_position_embeddings)
+    if cfg.dataset_name and cfg.train_files:
+        raise InputValueError("pass either --train_files or --dataset_name, not both")
+    smallest = BYTE_ALPHABET_SIZE + len(SPECIAL_TOKENS)
+    if cfg.vocab_size < smallest and not cfg.tokenizer_name_or_path:
+        raise InputValueError(f"vocab_size must be at least {smallest} (256 bytes + {len(SPECIAL_TOKENS)} special "
+                              f"tokens), got {cfg.vocab_size}")
+    if cfg.tokenizer_name_or_path:
+        check_tokenizer_source(cfg.tokenizer_name_or_path)
+    return block_size
+
+
 def run_pretraining(cfg: PretrainConfig) -> dict:
-    """The whole pretraining job; returns the final metrics (also written to ``output_dir/metrics.json``)."""
+    """The whole pretraining job; returns the final metrics (also written to ``output_dir/metrics.json``).
+
+    Every input is checked (files, tokenizer, model shape, a checkpoint to resume) before anything is written
+    into ``output_dir``: a refused run leaves it absent or as it was."""
     state = distributed_state()
     set_seed(cfg.seed)
-    block_size = cfg.block_size or build_model_config(cfg).max_position_embeddings
-    check_block_size(block_size, build_model_config(cfg).max_position_embeddings)  # fail before any work
+    block_size = check_pretrain_inputs(cfg)  # fail before any work
     # 1. documents, validation held out by document
     if cfg.dataset_name:
-        if cfg.train_files:
-            raise ValueError("pass either train_files or dataset_name, not both")
         train_ds, val_ds = load_hub_documents(
             cfg.dataset_name, cfg.dataset_config_name, cfg.text_column, cfg.streaming,
             cfg.validation_fraction, cfg.validation_documents, cfg.seed,
@@ -76,15 +107,19 @@ def run_pretraining(cfg: PretrainConfig) -> dict:
         train_docs, val_docs = load_text_documents(cfg.train_files, cfg.clean_text, cfg.validation_fraction)
         train_ds = val_ds = None
         tokenizer_texts = train_docs
-    # 2. tokenizer and model
-    tokenizer = load_or_train_tokenizer(cfg, tokenizer_texts)
-    config = build_model_config(cfg, tokenizer)
-    tokenizer.model_max_length = config.max_position_embeddings
-    set_seed(cfg.seed)
-    model = GPTLiteForCausalLM._from_config(config, attn_implementation=cfg.attn_implementation)
-    # 3. packed blocks (the main process tokenizes first, so the others reuse the datasets cache)
+    # 2. tokenizer, model and packed blocks, checked on the main process before its trained tokenizer is saved
+    # (the others then load that tokenizer and reuse the datasets cache)
     with state.main_process_first():
+        tokenizer, trained = _load_or_train_tokenizer(cfg, tokenizer_texts)
+        with as_user_error(ValueError):  # a tokenizer that does not fit the model
+            config = build_model_config(cfg, tokenizer)
+        tokenizer.model_max_length = config.max_position_embeddings
+        set_seed(cfg.seed)
+        model = GPTLiteForCausalLM._from_config(config, attn_implementation=cfg.attn_implementation)
+        check_resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir, model)
         data = build_lm_data(tokenizer, block_size, train_docs, val_docs, train_ds, val_ds)
+        if trained:  # every input checked: the first thing written into output_dir
+            tokenizer.save_pretrained(Path(cfg.output_dir) / "tokenizer")
     train_loader, eval_loader = lm_dataloaders(
         data, cfg.per_device_batch_size, cfg.per_device_eval_batch_size, cfg.seed
     )
@@ -93,7 +128,7 @@ def run_pretraining(cfg: PretrainConfig) -> dict:
         n_val = len(data.validation) if data.validation is not None else 0
         print(f"data: {n_train} training blocks, {n_val} validation blocks of {block_size} tokens, "
               f"vocabulary {len(tokenizer)}", flush=True)
-    # 4. train
+    # 3. train
     return train(model, train_loader, eval_loader, tokenizer, cfg, compute_metrics=lm_metrics(data.eval_num_characters),
                  run_config=dataclasses.asdict(cfg))
 
@@ -130,4 +165,5 @@ def run_main_job(cfg: PretrainConfig) -> dict:
     return metrics
 
 
-__all__ = ["run_pretraining", "run_main_job", "generate_from_folder", "load_or_train_tokenizer"]
+__all__ = ["check_pretrain_inputs", "run_pretraining", "run_main_job", "generate_from_folder",
+           "load_or_train_tokenizer"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import InputValueError
 from ..training import TrainingConfig
 from .model import TRAINABLE_CHOICES
 
@@ -55,7 +56,12 @@ class SpamConfig(TrainingConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.trainable not in TRAINABLE_CHOICES:
-            raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {self.trainable!r}")
+            raise InputValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {self.trainable!r}")
+        if self.lora_r < 1 or self.lora_alpha < 1 or not 0.0 <= self.lora_dropout < 1.0:
+            raise InputValueError(f"lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1), got "
+                                  f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")
+        if self.max_length is not None and self.max_length < 2:
+            raise InputValueError(f"max_length must be at least 2 tokens (or None), got {self.max_length}")
 
 
 __all__ = ["SpamConfig"]

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 
+from ..errors import InputValueError, MissingInputError, NotAFileError
+
 LABELS = ("ham", "spam")  # id 0 = ham, id 1 = spam
 SPLIT_NAMES = ("train", "validation", "test")
 SPLIT_INFO = "split_info.json"
@@ -44,7 +46,8 @@ def read_label_tab_text(path: str | os.PathLike, labels=LABELS) -> Dataset:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SMS data file not found: {path}")
+        raise MissingInputError(f"SMS data file not found: {path}")
+    _read_utf8(path)  # not UTF-8: one clear error naming the byte
     texts, label_ids = [], []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -52,13 +55,23 @@ def read_label_tab_text(path: str | os.PathLike, labels=LABELS) -> Dataset:
             if not line.strip():
                 continue
             if "\t" not in line:
-                raise ValueError(f"{path}:{lineno}: malformed row, expected 'label<TAB>text': {line[:80]!r}")
+                raise InputValueError(f"{path}:{lineno}: malformed row, expected 'label<TAB>text': {line[:80]!r}")
             label, text = line.split("\t", 1)
             texts.append(text)
             label_ids.append(_label_id(label, labels, f"{path}:{lineno}"))
     if not texts:
-        raise ValueError(f"{path} holds no rows")
+        raise InputValueError(f"{path} holds no rows")
     return Dataset.from_dict({"text": texts, "label": label_ids}, features=features(labels))
+
+
+def _read_utf8(path: Path) -> str:
+    """The text of ``path``; a file that is not UTF-8 is a user error naming the file and the byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputValueError(f"{path} is not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 4]!r}); "
+                              "convert it first, e.g. `iconv -f latin1 -t utf-8`") from None
 
 
 def _label_id(value, labels, where: str) -> int:
@@ -69,11 +82,12 @@ def _label_id(value, labels, where: str) -> int:
         return names.index(key)
     if key.isdigit() and int(key) < len(labels):
         return int(key)
-    raise ValueError(f"{where}: unknown label {value!r}; expected one of {list(labels)} (or ids 0..{len(labels) - 1})")
+    raise InputValueError(f"{where}: unknown label {value!r}; expected one of {list(labels)} (or ids 0..{len(labels) - 1})")
 
 
 def _looks_like_raw_collection(path: Path, labels) -> bool:
     """True for a headerless `label<TAB>text` file such as the original SMSSpamCollection."""
+    _read_utf8(path)
     with path.open(encoding="utf-8") as f:
         first = f.readline()
     return "\t" in first and first.split("\t", 1)[0].strip().lower() in [name.lower() for name in labels]
@@ -95,34 +109,85 @@ def load_labelled_texts(
         return read_label_tab_text(default_sms_path(), labels)
     path = Path(source)
     if path.is_file():
-        if path.stat().st_size == 0:
-            raise ValueError(f"{path} is empty")
+        if not path.read_bytes().strip():
+            raise InputValueError(f"{path} is empty")
         if path.suffix.lower() in (".tsv", ".txt", "") and _looks_like_raw_collection(path, labels):
             return read_label_tab_text(path, labels)
         from datasets import load_dataset
 
         builder = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix.lower())
         if builder is None:
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv, .json or .jsonl")
+            raise InputValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv, .json or .jsonl")
+        from datasets.exceptions import DatasetGenerationError
+
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        raw = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        _check_table_file(path, kwargs.get("delimiter", ","), builder)  # name the bad line, before the builder
+        try:
+            raw = load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except DatasetGenerationError as err:  # what the checks above did not catch
+            cause = err.__cause__ or err
+            raise InputValueError(f"{path} is not a readable {builder.upper()} file: "
+                                  f"{type(cause).__name__}: {cause}") from err
     elif path.exists():
-        raise ValueError(f"{path} is not a file")
+        raise NotAFileError(f"{path} is a folder, not a data file")
     else:  # a Hub data set id
         from datasets import load_dataset
 
+        from ..loading import resolve_source
+
+        resolve_source(str(source), "data set", repo_type="dataset")  # neither a file nor a Hub id: say so
         loaded = load_dataset(str(source))
         raw = concatenate_datasets(list(loaded.values())) if isinstance(loaded, DatasetDict) else loaded
     return _normalise(raw, str(source), text_column, label_column, labels)
 
 
+def _check_table_file(path: Path, delimiter: str, builder: str) -> None:
+    """A CSV/TSV file whose rows all have the header's number of fields, or a JSON list / JSON-lines file of
+    objects; otherwise an error naming the file and the line."""
+    import csv
+    import io
+
+    text = _read_utf8(path)
+    if builder == "csv":
+        rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        try:
+            header = next(rows, None)
+            for row in rows:
+                if row and len(row) != len(header):
+                    raise InputValueError(f"{path}:{rows.line_num}: malformed row, {len(row)} fields where the header "
+                                          f"has {len(header)} ({header})")
+        except csv.Error as err:
+            raise InputValueError(f"{path}:{rows.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'}: "
+                                  f"{err}") from None
+        return
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, list):
+        bad = next((i for i, r in enumerate(whole) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise InputValueError(f"{path}: item {bad} is not a JSON object")
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); expected one JSON object per "
+                                  "line or a JSON list of objects") from None
+        if not isinstance(row, dict):
+            raise InputValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+
+
 def _normalise(raw: Dataset, where: str, text_column: str, label_column: str, labels) -> Dataset:
     missing = [c for c in (text_column, label_column) if c not in raw.column_names]
     if missing:
-        raise ValueError(f"{where}: missing column(s) {missing}; columns are {raw.column_names} "
+        raise InputValueError(f"{where}: missing column(s) {missing}; columns are {raw.column_names} "
                          "(choose them with --text_column / --label_column)")
     if raw.num_rows == 0:
-        raise ValueError(f"{where} holds no rows")
+        raise InputValueError(f"{where} holds no rows")
     label_feature = raw.features[label_column]
     values = raw[label_column]
     if isinstance(label_feature, ClassLabel):  # e.g. a Hub set whose ids follow its own names
@@ -131,7 +196,7 @@ def _normalise(raw: Dataset, where: str, text_column: str, label_column: str, la
     label_ids = []
     for i, (text, value) in enumerate(zip(texts, values)):
         if not isinstance(text, str) or value is None:
-            raise ValueError(f"{where}: row {i}: malformed row (text={text!r}, label={value!r})")
+            raise InputValueError(f"{where}: row {i}: malformed row (text={text!r}, label={value!r})")
         label_ids.append(_label_id(value, labels, f"{where}: row {i}"))
     return Dataset.from_dict({"text": list(texts), "label": label_ids}, features=features(labels))
 
@@ -181,7 +246,7 @@ def read_splits(directory: str | os.PathLike) -> DatasetDict:
     directory = Path(directory)
     info_path = directory / SPLIT_INFO
     if not info_path.is_file():
-        raise FileNotFoundError(f"no {SPLIT_INFO} in {directory}: not a split written by prepare_sms_splits")
+        raise MissingInputError(f"no {SPLIT_INFO} in {directory}: not a split written by prepare_sms_splits")
     labels = json.loads(info_path.read_text())["labels"]
     out = {}
     for name in SPLIT_NAMES:
@@ -202,11 +267,13 @@ def prepare_sms_splits(
     label_column: str = "label",
     validation_fraction: float = 0.1,
     test_fraction: float = 0.2,
+    dataset: Dataset | None = None,
 ) -> DatasetDict:
     """Load, (optionally) balance, split and write the data to `split_dir` — or reuse the split already there.
 
     A split written earlier with the same settings is read back unchanged; one written with other settings
-    raises instead of being silently mixed with this run.
+    raises instead of being silently mixed with this run. ``dataset``: the rows of ``source`` when the caller
+    has already loaded them (``load_labelled_texts``).
     """
     info = {
         "source": str(source) if source is not None else "SMSSpamCollection (shipped)",
@@ -219,10 +286,11 @@ def prepare_sms_splits(
         old = json.loads(info_path.read_text())
         diff = {k: (old.get(k), v) for k, v in info.items() if old.get(k) != v}
         if diff:
-            raise ValueError(f"{split_dir} holds a split made with other settings {diff} (old, new); "
+            raise InputValueError(f"{split_dir} holds a split made with other settings {diff} (old, new); "
                              "use another split_dir or delete it")
         return read_splits(split_dir)
-    dataset = load_labelled_texts(source, text_column, label_column)
+    if dataset is None:
+        dataset = load_labelled_texts(source, text_column, label_column)
     if balanced:
         dataset = balance(dataset, seed)
     splits = split_dataset(dataset, seed, validation_fraction, test_fraction)

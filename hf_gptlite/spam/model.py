@@ -13,6 +13,7 @@ import os
 
 from torch import nn
 
+from ..errors import InputValueError
 from ..loading import load_model_config
 from ..tokenization import ensure_pad_token
 from ..training.artifacts import attach_lora
@@ -60,12 +61,13 @@ def load_classifier_from_lm(
             model.transformer.load_state_dict(lm.transformer.state_dict())
         del lm
     else:
-        raise ValueError(f"{source}: model_type {config.model_type!r} is neither 'gptlite' nor 'gpt2'")
+        raise InputValueError(f"{source}: model_type {config.model_type!r} is neither 'gptlite' nor 'gpt2'")
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(source))
     tokenizer.model_max_length = model.config.max_position_embeddings  # pipeline(truncation=True) cuts here
     model.config.pad_token_id = tokenizer.pad_token_id
     if len(tokenizer) > model.config.vocab_size:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size}")
+        raise InputValueError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the model only "
+                              f"{model.config.vocab_size}")
     return model, tokenizer
 
 
@@ -76,7 +78,7 @@ def set_trainable(model: nn.Module, mode: str, lora_r: int = 8, lora_alpha: int 
     default); all: everything; lora: low-rank adapters on c_attn/c_proj/c_fc with the `score` head trained fully.
     """
     if mode not in TRAINABLE_CHOICES:
-        raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {mode!r}")
+        raise InputValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {mode!r}")
     if mode == "lora":
         return attach_lora(model, lora_r, lora_alpha, lora_dropout, task_type="SEQ_CLS", modules_to_save=["score"],
                            verbose=False)

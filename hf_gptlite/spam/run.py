@@ -18,32 +18,45 @@ import dataclasses
 import math
 from pathlib import Path
 
+from ..errors import check_output_dir
+from ..loading import PRETRAINED_HINT, check_model_source, check_resume_checkpoint
 from ..training import distributed_state, train
 from ..training.artifacts import write_metrics
 from .config import SpamConfig
-from .data import LABELS, classification_dataloader, prepare_sms_splits, tokenize_split
+from .data import LABELS, classification_dataloader, load_labelled_texts, prepare_sms_splits, tokenize_split
 from .evaluate import evaluate_classifier, load_metric, plot_confusion_matrix
 from .model import count_parameters, load_classifier_from_lm, set_trainable
 
 
 def run_spam_finetune(cfg: SpamConfig) -> dict:
-    """The whole job; returns the final metrics (also written to ``output_dir/metrics.json``)."""
+    """The whole job; returns the final metrics (also written to ``output_dir/metrics.json``).
+
+    Every input (the model, the data, a checkpoint to resume) is checked before anything is written: the split
+    is written only once the model has loaded, so a refused run leaves ``output_dir`` absent or as it was."""
     from accelerate.utils import set_seed
 
     state = distributed_state()
     out = Path(cfg.output_dir)
-    # 1. the split, written once and shared by every run that names the same split_dir
     split_dir = Path(cfg.split_dir) if cfg.split_dir else out / "split"
-    with state.main_process_first():
-        splits = prepare_sms_splits(split_dir, cfg.dataset_name_or_path, cfg.balanced, cfg.split_seed,
-                                    cfg.text_column, cfg.label_column)
+    # 1. checks that load nothing: the folders, the model's files, a data file that must be read anyway
+    check_output_dir(out)
+    check_output_dir(split_dir, "split folder")
+    check_model_source(cfg.model_name_or_path, PRETRAINED_HINT)
+    source = None  # a new split's data, read (and refused) now; an existing split is reused as it is
+    if not (split_dir / "split_info.json").is_file():
+        source = load_labelled_texts(cfg.dataset_name_or_path, cfg.text_column, cfg.label_column)
     # 2. model with a fresh head, and the weights that train
     set_seed(cfg.seed)
     model, tokenizer = load_classifier_from_lm(cfg.model_name_or_path, LABELS, from_scratch=cfg.from_scratch)
     max_length = min(cfg.max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
     model = set_trainable(model, cfg.trainable, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     n_trainable, n_total = count_parameters(model)
-    # 3. tokenized splits and loaders
+    check_resume_checkpoint(cfg.resume_from_checkpoint, out, model)
+    # 3. the split, written once and shared by every run that names the same split_dir
+    with state.main_process_first():
+        splits = prepare_sms_splits(split_dir, cfg.dataset_name_or_path, cfg.balanced, cfg.split_seed,
+                                    cfg.text_column, cfg.label_column, dataset=source)
+    # 4. tokenized splits and loaders
     with state.main_process_first():
         tokenized = {name: tokenize_split(ds, tokenizer, max_length) for name, ds in splits.items()}
     eval_bs = cfg.per_device_eval_batch_size or cfg.per_device_batch_size
@@ -67,12 +80,12 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
         scores = evaluate_classifier(unwrapped, prepared["val"], accelerator, metric)
         return {f"eval_{k}": v for k, v in scores.items() if k != "confusion_matrix"}
 
-    # 4. train on the shared loop (it writes metrics.json, log, loss curve and the model folder, LoRA merged)
+    # 5. train on the shared loop (it writes metrics.json, log, loss curve and the model folder, LoRA merged)
     metrics = train(model, train_loader, val_loader, tokenizer, cfg, compute_metrics=validation_metrics,
                     run_config=dataclasses.asdict(cfg))
     if not state.is_main_process:
         return metrics
-    # 5. test set, read back from the saved folder (so the numbers are those of what ships)
+    # 6. test set, read back from the saved folder (so the numbers are those of what ships)
     from transformers import AutoModelForSequenceClassification
 
     import hf_gptlite  # noqa: F401

@@ -119,5 +119,5 @@ def test_chat_one_shot_and_interactive(forty_two_dir, capsys):
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cannot load a model from .*nope"):
+    with pytest.raises(FileNotFoundError, match="model '.*nope' is neither an existing folder nor a valid Hub id"):
         run_evaluate_instruct(EvaluateInstructConfig(model_name_or_path=str(tmp_path / "nope")))
