@@ -47,6 +47,50 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return out.transpose(1, 2), weights
 
 
+class _BlockwiseCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of logits (N, V) at labels (N,), rows labelled ``ignore_index`` skipped: the numbers of
+    ``F.cross_entropy(logits.float(), labels, reduction="sum")`` without its two (N, V) fp32 tensors (the upcast
+    copy and the stored log-softmax). Forward keeps one log-sum-exp per row; backward recomputes the softmax a block
+    of rows at a time, in fp32, and writes the gradient in the logits' dtype."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, ignore_index):
+        ctx.rows = max(1, 2**20 // logits.shape[1])  # fp32 blocks of ~4 MB stay in cache
+        lse = torch.cat([torch.logsumexp(block.float(), dim=-1) for block in logits.split(ctx.rows)])  # (N,)
+        keep = labels != ignore_index
+        labels = labels.where(keep, 0)
+        target = logits.gather(1, labels[:, None])[:, 0].float()  # (N,) the label's logit
+        ctx.save_for_backward(logits, labels, lse, keep)
+        return ((lse - target) * keep).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        logits, labels, lse, keep = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        scale = grad * keep  # (N,) 0 for ignored rows
+        for i in range(0, logits.shape[0], ctx.rows):
+            rows = slice(i, i + ctx.rows)
+            p = torch.exp(logits[rows].float() - lse[rows, None])  # softmax of the block, fp32
+            p.scatter_add_(1, labels[rows, None], p.new_full((p.shape[0], 1), -1.0))  # - one-hot(label)
+            grad_logits[rows] = p.mul_(scale[rows, None])
+        return grad_logits, None, None
+
+
+def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_index=-100, shift_labels=None, **kwargs):
+    """transformers' ``ForCausalLMLoss`` (same arguments, same value: labels shifted inside, the mean over labelled
+    tokens or the sum / ``num_items_in_batch``) computed by ``_BlockwiseCrossEntropy``."""
+    if shift_labels is None:  # tokens < n predict n
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    shift_labels = shift_labels.reshape(-1).to(logits.device)
+    total = _BlockwiseCrossEntropy.apply(logits.reshape(-1, vocab_size), shift_labels, ignore_index)
+    if num_items_in_batch is None:
+        return total / (shift_labels != ignore_index).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
 class GPTLiteAttention(nn.Module):
     """Causal multi-head self-attention with one fused Q/K/V projection."""
 
@@ -233,6 +277,16 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self):
         return self.lm_head
+
+    @property
+    def loss_function(self):  # causal_lm_loss, unless a loss was set on the model or config.loss_type names another
+        if hasattr(self, "_loss_function") or getattr(self, "loss_type", None) != "ForCausalLM":
+            return super().loss_function
+        return causal_lm_loss
+
+    @loss_function.setter
+    def loss_function(self, value):
+        self._loss_function = value
 
     def set_output_embeddings(self, value):
         self.lm_head = value

@@ -177,6 +177,41 @@ def test_labels_loss_ignores_minus_100_and_matches_manual():
     torch.testing.assert_close(out.loss, manual)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab, padded", [(320, 320), (300, 320), (3000, 3008)])  # padded: a strided logits view
+def test_blockwise_loss_equals_transformers_causal_lm_loss(dtype, vocab, padded):
+    """causal_lm_loss (the model's loss) vs transformers' ForCausalLMLoss: value and gradient, mean and
+    num_items_in_batch, labels shifted inside or given shifted; blocks of rows smaller than the batch."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from hf_gptlite.modeling_gptlite import causal_lm_loss
+
+    torch.manual_seed(0)
+    base = (torch.randn(3, 700, padded) * 4).to(dtype)
+    labels = torch.randint(0, vocab, (3, 700))
+    labels[0, :50] = -100
+    for kw in (dict(), dict(num_items_in_batch=torch.tensor(1500)), dict(shift_labels=labels.roll(-1, 1))):
+        results = []
+        for loss_fn in (ForCausalLMLoss, causal_lm_loss):
+            x = base.clone().requires_grad_(True)
+            loss = loss_fn(x[..., :vocab], labels, vocab_size=vocab, **kw)
+            results.append((loss, *torch.autograd.grad(loss, x)))
+        (want, want_grad), (got, got_grad) = results
+        assert got.dtype == torch.float32 and got_grad.dtype == dtype
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(got_grad, want_grad, atol=1e-7 if dtype == torch.float32 else 1e-6, rtol=1e-5)
+
+
+def test_the_model_uses_the_blockwise_loss_unless_another_is_set():
+    from hf_gptlite.modeling_gptlite import causal_lm_loss
+
+    model = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny"))
+    assert model.loss_function is causal_lm_loss
+    x = torch.randint(3, 512, (2, 9))
+    model.loss_function = lambda logits, labels, vocab_size, **kw: logits.sum() * 0 + 7.0
+    assert model(x, labels=x).loss.item() == 7.0
+
+
 def test_gradient_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
     cfg = GPTLiteConfig.from_preset("tiny", hidden_dropout_prob=0.0)
