@@ -142,6 +142,38 @@ def test_cached_forward_equals_full_forward():
     torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_cache_grows_in_place_and_holds_what_concatenation_would():
+    """cache_update: a DynamicCache layer's keys/values are views of a buffer with room (no copy of the cached
+    positions per step); across a regrowth (> 256 positions), a crop and a reorder it holds what torch.cat would."""
+    from transformers import DynamicCache
+
+    torch.manual_seed(0)
+    ours = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny", max_position_embeddings=400)).eval()
+    x = torch.randint(3, 512, (2, 300))
+    with torch.no_grad():
+        full = ours(x, use_cache=True)
+        cache = DynamicCache(config=ours.config)
+        logits = [ours(x[:, :5], cache=cache, use_cache=True).logits]
+        layer = cache.layers[0]
+        for t in range(5, 300):
+            before = layer.keys.data_ptr()
+            logits.append(ours(x[:, t:t + 1], cache=cache, use_cache=True).logits)
+            assert t == 5 + 256 or layer.keys.data_ptr() == before  # a view of the same buffer, except one regrowth
+        torch.testing.assert_close(torch.cat(logits, 1), full.logits, atol=1e-5, rtol=1e-5)
+        for got, want in zip(cache.layers, full.cache.layers):
+            torch.testing.assert_close(got.keys, want.keys)
+            torch.testing.assert_close(got.values, want.values)
+        cache.crop(-10)  # drop 10 positions, then write over them
+        again = ours(x[:, 290:], cache=cache, use_cache=True).logits
+        torch.testing.assert_close(again, full.logits[:, 290:], atol=1e-5, rtol=1e-5)
+        cache.reorder_cache(torch.tensor([1, 0]))  # beam search: new tensors, so the next step takes a new buffer
+        nxt = torch.randint(3, 512, (2, 1))
+        step = ours(nxt, cache=cache, use_cache=True).logits
+        want = ours(torch.cat([x.flip(0), nxt], 1)).logits[:, -1:]
+        torch.testing.assert_close(step, want, atol=1e-5, rtol=1e-5)
+        assert cache.get_seq_length() == 301
+
+
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_left_padded_batch_generation_equals_single_prompts(attn):
     ours = GPTLiteForCausalLM.from_gpt2(random_gpt2(seed=5)).eval()
