@@ -1,13 +1,24 @@
-"""Generation speed: GPTLiteForCausalLM.generate vs GPT2LMHeadModel.generate (same weights, same run).
+"""Generation speed: GPTLiteForCausalLM.generate vs GPT2LMHeadModel.generate, same weights, same run, each at its best.
 
-Greedy decoding of a 32-token prompt with the KV cache (transformers' DynamicCache), batch 1 and 8, 128 and 512
-new tokens; the two models alternate, medians over repetitions. Time to first token = a generate() call with
-max_new_tokens=1 (prefill + one token). New tokens/s counts every sequence of the batch. Also: the book's loop
-without a cache (re-runs the whole context every step) and, with --static, cache_implementation="static" with and
-without transformers' compiled decoding (CompileConfig).
+Both sides: the same precision (``--dtype auto``: bf16 weights where the machine has bf16 math — CUDA, a CPU with
+AVX-512-BF16 or AMX — else fp32; measured: on AVX-512-BF16 both models decode faster in bf16, on AVX2 bf16 is an
+order of magnitude slower), sdpa attention, greedy decoding of a 32-token prompt with the KV cache. Three ways
+transformers can run the cache, for both models: ``dynamic`` (DynamicCache, what generate() does by default),
+``static`` (cache_implementation="static") and, with ``--compile``, ``static+compiled`` (generate()'s compiled
+decoding step, CompileConfig(fullgraph=True); transformers only compiles on accelerators unless told to).
 
-    python bench/generate.py                      # cpu-small shape (4 layers, 256 wide, vocab 8192)
-    python bench/generate.py --shape small --markdown
+Each repetition runs GPTLite and GPT-2 back to back (alternating who goes first); the table gives median tokens/s
+(every sequence of the batch counts), the spread (half the inter-quartile range, % of the median) and the paired
+ratio: the median over repetitions of GPT-2's time / GPTLite's time IN THE SAME REPETITION, so drift of a shared
+machine cancels. "CPU-time ratio" is the same ratio of process CPU time (one thread: the time the process actually
+ran, not the time it waited for a core). TTFT = a generate() call with max_new_tokens=1. The book's loop without a
+cache (re-runs the whole context every step) is timed at batch 1, GPTLite only.
+
+Threads: on CPU the default is 1. A decoding step is hundreds of small ops; on 2 cores shared with other work, a
+second OpenMP thread waits at every parallel region for a core (measured 3-6x slower at load average 5).
+
+    python bench/generate.py                                 # cpu-small shape, batch 1 and 8, 128 and 512 new tokens
+    python bench/generate.py --shape 124m --new-tokens 128 --compile --markdown
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from common import load_average, machine, make_config, median, pick_device, sync  # noqa: E402
+from common import has_native_bf16, load_average, machine, make_config, median, pick_device, spread_pct, sync  # noqa: E402
 from transformers import CompileConfig  # noqa: E402
 
 from hf_gptlite import GPTLiteForCausalLM  # noqa: E402
@@ -39,10 +50,26 @@ def generate_no_cache(model, input_ids, max_new_tokens):
 
 def timed(fn, device):
     sync(device)
-    t = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
     sync(device)
-    return time.perf_counter() - t, out
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if has_native_bf16(device) else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+def cache_kwargs(mode: str) -> dict:
+    if mode == "dynamic":
+        return {}
+    if mode == "static":
+        return dict(cache_implementation="static", disable_compile=True)
+    compiled = CompileConfig(fullgraph=True, mode="default")  # reduce-overhead (CUDA graphs) is for GPUs
+    compiled._compile_all_devices = True  # transformers only auto-compiles on accelerators otherwise
+    return dict(cache_implementation="static", compile_config=compiled)
 
 
 def main():
@@ -51,105 +78,104 @@ def main():
     p.add_argument("--batches", default="1,8")
     p.add_argument("--new-tokens", default="128,512")
     p.add_argument("--prompt", type=int, default=32)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--no-cache-batches", default="1", help="batches for the no-cache loop ('' to skip)")
-    p.add_argument("--static", action="store_true", help="also static cache, eager and compiled decoding")
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--caches", default="dynamic,static", help="dynamic,static (and static+compiled with --compile)")
+    p.add_argument("--compile", action="store_true", help="add static+compiled (compiles once per model and batch)")
+    p.add_argument("--no-cache-tokens", default="512", help="new-token counts for the no-cache loop at batch 1 ('')")
     p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU, see above)")
     p.add_argument("--markdown", action="store_true", help="print only the README table")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    threads = args.threads or (1 if device.type == "cpu" else torch.get_num_threads())
+    torch.set_num_threads(threads)
+    dtype = pick_dtype(args.dtype, device)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.markdown else print
     load_before = load_average()
 
     torch.manual_seed(0)
     config = make_config(args.shape)
-    ours = GPTLiteForCausalLM(config).to(device).eval()
-    gpt2 = ours.to_gpt2().to(device).eval()
-    for m in (ours, gpt2):
+    ours = GPTLiteForCausalLM(config).eval()
+    gpt2 = ours.to_gpt2().eval()
+    models = {"ours": ours.to(device, dtype), "gpt2": gpt2.to(device, dtype)}
+    for m in models.values():
         m.set_attn_implementation("sdpa")
         m.generation_config.eos_token_id = None  # always generate exactly max_new_tokens
         m.generation_config.pad_token_id = config.pad_token_id
     batches = [int(b) for b in args.batches.split(",")]
     new_tokens = [int(n) for n in args.new_tokens.split(",")]
+    caches = args.caches.split(",") + (["static+compiled"] if args.compile else [])
     if args.prompt + max(new_tokens) > config.max_position_embeddings:
         raise SystemExit(f"prompt + new tokens exceed max_position_embeddings={config.max_position_embeddings}")
     gen = torch.Generator().manual_seed(1)
     prompts = {B: torch.randint(3, config.vocab_size, (B, args.prompt), generator=gen).to(device) for B in batches}
-    kw = dict(do_sample=False)
+    dtype_name = "bf16" if dtype == torch.bfloat16 else "fp32"
 
-    def run(model, B, n, **extra):
+    def run(name, B, n, mode):
         ids = prompts[B]
-        return timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, **kw, **extra),
-                     device)
+        return timed(lambda: models[name].generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                                   do_sample=False, **cache_kwargs(mode)), device)
 
-    log(f"machine: {machine(device)}; shape {args.shape}; load avg {load_before}")
-    for B in batches:  # warm-up and the greedy-equality check
-        a, b = run(ours, B, 16)[1], run(gpt2, B, 16)[1]
-        if not torch.equal(a, b):
-            raise SystemExit(f"greedy outputs differ between GPTLite and GPT-2 at batch {B}")
-
+    log(f"machine: {machine(device)}; native bf16: {has_native_bf16(device)}; {dtype_name} weights for both; "
+        f"shape {args.shape}; load avg {load_before}")
     rows = []
-    for B in batches:
-        ttft = {"ours": [], "gpt2": []}
-        for r in range(args.reps):
-            for name in (("ours", "gpt2") if r % 2 == 0 else ("gpt2", "ours")):
-                ttft[name].append(run(ours if name == "ours" else gpt2, B, 1)[0])
-        for n in new_tokens:
-            t = {"ours": [], "gpt2": []}
-            for r in range(args.reps):
+    for mode in caches:
+        for B in batches:
+            first = {name: run(name, B, 8, mode) for name in models}  # warm-up (compilation for static+compiled)
+            if mode == "static+compiled":
+                log(f"[{mode}] batch {B}: first call (compiles) GPTLite {first['ours'][0]:.1f}s, "
+                    f"GPT-2 {first['gpt2'][0]:.1f}s")
+            ttft = {name: [] for name in models}
+            for r in range(args.reps if mode == "dynamic" else 0):
                 for name in (("ours", "gpt2") if r % 2 == 0 else ("gpt2", "ours")):
-                    t[name].append(run(ours if name == "ours" else gpt2, B, n)[0])
-            row = dict(B=B, n=n, ours=B * n / median(t["ours"]), gpt2=B * n / median(t["gpt2"]),
-                       ttft_ours=median(ttft["ours"]), ttft_gpt2=median(ttft["gpt2"]), nocache=None)
-            if str(B) in args.no_cache_batches.split(","):
-                secs, out = timed(lambda B=B, n=n: generate_no_cache(ours, prompts[B], n), device)
-                if not torch.equal(out, run(ours, B, n)[1]):
-                    raise SystemExit("the no-cache loop and generate() disagree")
-                row["nocache"] = B * n / secs
-            log(f"batch {B}, {n} new: ours {row['ours']:.0f} tok/s, gpt2 {row['gpt2']:.0f} tok/s, "
-                f"no-cache {row['nocache'] or float('nan'):.0f} tok/s")
-            rows.append(row)
-
-    static_lines = []
-    if args.static:
-        B, n = batches[0], new_tokens[0]
-        compiled = CompileConfig(fullgraph=False, mode="default")
-        compiled._compile_all_devices = True  # transformers only auto-compiles on accelerators otherwise
-        for label, extra in (("static cache", dict(cache_implementation="static", disable_compile=True)),
-                             ("static cache + compiled decoding", dict(cache_implementation="static",
-                                                                       compile_config=compiled))):
-            for name, model in (("GPTLite", ours), ("GPT-2", gpt2)):
-                try:
-                    first, out = run(model, B, n, **extra)  # includes compilation
-                    secs = median([run(model, B, n, **extra)[0] for _ in range(args.reps)])
-                    same = torch.equal(out, run(ours, B, n)[1])
-                    static_lines.append(f"| {label} | {name} | {B} | {n} | {B * n / secs:.0f} | first call {first:.1f}s; "
-                                        f"same tokens as dynamic cache: {same} |")
-                except Exception as e:  # report what transformers does with a custom model, do not hide it
-                    static_lines.append(f"| {label} | {name} | {B} | {n} | – | failed: {type(e).__name__}: "
-                                        f"{str(e).splitlines()[0][:120]} |")
-                log(static_lines[-1])
+                    ttft[name].append(run(name, B, 1, mode)[0])
+            for n in new_tokens:
+                wall, cpu, outs = {name: [] for name in models}, {name: [] for name in models}, {}
+                for r in range(args.reps):
+                    for name in (("ours", "gpt2") if r % 2 == 0 else ("gpt2", "ours")):
+                        w, c, out = run(name, B, n, mode)
+                        wall[name].append(w)
+                        cpu[name].append(c)
+                        outs[name] = out
+                ratios = [g / o for o, g in zip(wall["ours"], wall["gpt2"])]
+                cpu_ratios = [g / o for o, g in zip(cpu["ours"], cpu["gpt2"])]
+                new = outs["ours"][:, args.prompt:]
+                row = dict(mode=mode, B=B, n=n, ratio=median(ratios), ratio_spread=spread_pct(ratios),
+                           cpu_ratio=median(cpu_ratios), same=(new == outs["gpt2"][:, args.prompt:]).float().mean().item(),
+                           ttft={k: median(v) for k, v in ttft.items()} if ttft["ours"] else None, nocache=None,
+                           **{name: B * n / median(wall[name]) for name in models},
+                           **{f"{name}_spread": spread_pct(wall[name]) for name in models})
+                if mode == "dynamic" and B == 1 and str(n) in args.no_cache_tokens.split(","):
+                    secs, _, out = timed(lambda n=n: generate_no_cache(models["ours"], prompts[1], n), device)
+                    row["nocache"] = n / secs
+                    row["nocache_same"] = (out[:, args.prompt:] == new).float().mean().item()
+                log(f"[{mode}] batch {B}, {n} new: GPTLite {row['ours']:.1f} tok/s ±{row['ours_spread']:.1f}%, "
+                    f"GPT-2 {row['gpt2']:.1f} ±{row['gpt2_spread']:.1f}%, paired ratio {row['ratio']:.2f}x "
+                    f"±{row['ratio_spread']:.1f}% (CPU time {row['cpu_ratio']:.2f}x), same tokens {row['same']:.0%}"
+                    + (f", no-cache loop {row['nocache']:.1f} tok/s ({row['ours'] / row['nocache']:.1f}x; same "
+                       f"tokens {row['nocache_same']:.0%})" if row["nocache"] else "") + f"; load {load_average()}")
+                rows.append(row)
     load_after = load_average()
 
     lines = [
-        f"Machine: {machine(device)}; shape `{args.shape}` "
-        f"({config.num_hidden_layers} layers, {config.hidden_size} wide, vocab {config.vocab_size}); greedy, "
-        f"{args.prompt}-token prompt, median of {args.reps}; load average {load_before} → {load_after}.",
-        f"`python bench/generate.py --shape {args.shape} --reps {args.reps} --threads {args.threads}"
-        f"{' --static' if args.static else ''}`",
+        f"Machine: {machine(device)}; native bf16: {has_native_bf16(device)}; both models in {dtype_name}, sdpa; shape "
+        f"`{args.shape}` ({config.num_hidden_layers} layers, {config.hidden_size} wide, vocab {config.vocab_size}); "
+        f"greedy, {args.prompt}-token prompt; {args.reps} repetitions (median, ± = half the IQR); load average "
+        f"{load_before} → {load_after}.",
+        f"`python bench/generate.py --shape {args.shape} --batches {args.batches} --new-tokens {args.new_tokens} "
+        f"--reps {args.reps} --dtype {args.dtype} --threads {threads}{' --compile' if args.compile else ''}`",
         "",
-        "| batch | new tokens | GPTLite tok/s | GPT-2 tok/s | × GPT-2 | TTFT GPTLite / GPT-2 (ms) "
-        "| no-cache loop tok/s | cache × no-cache |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cache | batch | new tokens | GPTLite tok/s | GPT-2 tok/s | × GPT-2 (paired) | × GPT-2 (CPU time) "
+        "| same greedy tokens | TTFT GPTLite / GPT-2 (ms) | no-cache loop tok/s (cache ×) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        nc = f"{r['nocache']:.1f} | {r['ours'] / r['nocache']:.1f}×" if r["nocache"] else "– | –"
-        lines.append(f"| {r['B']} | {r['n']} | {r['ours']:.0f} | {r['gpt2']:.0f} | {r['ours'] / r['gpt2']:.2f}× "
-                     f"| {1e3 * r['ttft_ours']:.1f} / {1e3 * r['ttft_gpt2']:.1f} | {nc} |")
-    if static_lines:
-        lines += ["", "| cache | model | batch | new tokens | tok/s | note |", "|---|---|---|---|---|---|", *static_lines]
+        ttft = f"{1e3 * r['ttft']['ours']:.1f} / {1e3 * r['ttft']['gpt2']:.1f}" if r["ttft"] else "–"
+        nc = f"{r['nocache']:.1f} ({r['ours'] / r['nocache']:.1f}×)" if r["nocache"] else "–"
+        lines.append(f"| {r['mode']} | {r['B']} | {r['n']} | {r['ours']:.1f} ±{r['ours_spread']:.0f}% | "
+                     f"{r['gpt2']:.1f} ±{r['gpt2_spread']:.0f}% | **{r['ratio']:.2f}×** ±{r['ratio_spread']:.0f}% | "
+                     f"{r['cpu_ratio']:.2f}× | {r['same']:.0%} | {ttft} | {nc} |")
     print("\n".join(lines))
 
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -47,6 +48,94 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return out.transpose(1, 2), weights
 
 
+class _BlockwiseCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of logits (N, V) at labels (N,), rows labelled ``ignore_index`` skipped: the numbers of
+    ``F.cross_entropy(logits.float(), labels, reduction="sum")`` without its two (N, V) fp32 tensors (the upcast
+    copy and the stored log-softmax). Forward keeps one log-sum-exp per row; backward recomputes the softmax a block
+    of rows at a time, in fp32, and writes the gradient in the logits' dtype."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, ignore_index):
+        ctx.rows = max(1, 2**20 // logits.shape[1])  # fp32 blocks of ~4 MB stay in cache
+        lse = torch.cat([torch.logsumexp(block.float(), dim=-1) for block in logits.split(ctx.rows)])  # (N,)
+        keep = labels != ignore_index
+        labels = labels.where(keep, 0)
+        target = logits.gather(1, labels[:, None])[:, 0].float()  # (N,) the label's logit
+        ctx.save_for_backward(logits, labels, lse, keep)
+        return ((lse - target) * keep).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        logits, labels, lse, keep = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        scale = grad * keep  # (N,) 0 for ignored rows
+        for i in range(0, logits.shape[0], ctx.rows):
+            rows = slice(i, i + ctx.rows)
+            p = torch.exp(logits[rows].float() - lse[rows, None])  # softmax of the block, fp32
+            p.scatter_add_(1, labels[rows, None], p.new_full((p.shape[0], 1), -1.0))  # - one-hot(label)
+            grad_logits[rows] = p.mul_(scale[rows, None])
+        return grad_logits, None, None
+
+
+def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_index=-100, shift_labels=None, **kwargs):
+    """transformers' ``ForCausalLMLoss`` (same arguments, same value: labels shifted inside, the mean over labelled
+    tokens or the sum / ``num_items_in_batch``) computed by ``_BlockwiseCrossEntropy``."""
+    if shift_labels is None:  # tokens < n predict n
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    shift_labels = shift_labels.reshape(-1).to(logits.device)
+    total = _BlockwiseCrossEntropy.apply(logits.reshape(-1, vocab_size), shift_labels, ignore_index)
+    if num_items_in_batch is None:
+        return total / (shift_labels != ignore_index).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def one_query_attention(module, query, key, value, attention_mask, scaling, **kwargs):
+    """sdpa's math for a decoding step (one query per sequence) as two plain matmuls, softmax in fp32:
+    softmax(q k^T * scaling) v. On CPU, sdpa runs such a bf16 step in its flash kernel, 3-6x slower than this (batch
+    8, 12 heads, 544 cached positions: 8.8 vs 1.5 ms per layer; bench/profile_decode.py). q: (B, nh, 1, hd) ->
+    (B, 1, nh, hd). ``attention_mask``: sdpa's boolean mask (True: may attend) or an additive one."""
+    scores = (query * scaling) @ key.transpose(-1, -2)  # (B, nh, 1, S)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    return (weights @ value).transpose(1, 2), None
+
+
+def cache_update(cache: Cache, key, value, layer_idx: int):
+    """``cache.update(key, value, layer_idx)`` -> all keys, values (B, nh, S, hd). A DynamicCache layer appends with
+    ``torch.cat``, which copies every cached position again at every step (O(S) per token); here such a layer's
+    keys/values become views of a buffer with room for 256 more positions, so a step writes only its new positions.
+    Crop, reorder, select and reset still work on the views (a layer whose tensors were replaced gets a new buffer);
+    any other cache, an offloaded one, or a compiled graph goes through ``cache.update``."""
+    layer = cache.layers[layer_idx] if layer_idx < len(cache.layers) else None
+    if type(layer) is not DynamicLayer or cache.offloading or torch.compiler.is_compiling():
+        return cache.update(key, value, layer_idx)
+    past = layer.keys.shape[-2] if layer.is_initialized and layer.keys.numel() else 0
+    room = getattr(layer, "room", None)  # (keys buffer, values buffer), each (B, nh, capacity, hd)
+    if (past == 0 or room is None or layer.keys.data_ptr() != room[0].data_ptr()
+            or layer.values.data_ptr() != room[1].data_ptr() or room[0].shape[:2] != key.shape[:2]
+            or past + key.shape[-2] > room[0].shape[-2] or room[0].dtype != key.dtype):
+        B, nh, T, hd = key.shape
+        room = key.new_empty(B, nh, past + T + 256, hd), value.new_empty(B, nh, past + T + 256, hd)
+        if past:
+            room[0][:, :, :past] = layer.keys
+            room[1][:, :, :past] = layer.values
+        else:
+            layer.lazy_initialization(key, value)
+        layer.room = room
+    end = past + key.shape[-2]
+    room[0][:, :, past:end] = key
+    room[1][:, :, past:end] = value
+    layer.keys, layer.values = room[0][:, :, :end], room[1][:, :, :end]
+    return layer.keys, layer.values
+
+
 class GPTLiteAttention(nn.Module):
     """Causal multi-head self-attention with one fused Q/K/V projection."""
 
@@ -69,10 +158,13 @@ class GPTLiteAttention(nn.Module):
         qkv = self.c_attn(hidden_states).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
         if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hd)
+            k, v = cache_update(cache, k, v, self.layer_idx)  # (B, nh, S, hd)
         attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
+        if (attention_fn is sdpa_attention_forward and T == 1 and q.device.type == "cpu" and not self.training
+                and q.dtype in (torch.bfloat16, torch.float16)):  # a bf16 decoding step on CPU: one_query_attention
+            attention_fn = one_query_attention
         out, weights = attention_fn(
             self, q, k, v, attention_mask,
             dropout=self.attn_dropout if self.training else 0.0,
@@ -201,6 +293,7 @@ class GPTLiteModel(GPTLitePreTrainedModel):
                 f"sequence length {cached + T} (cached {cached} + new {T}) exceeds the model's "
                 f"max_position_embeddings={self.config.max_position_embeddings}; truncate the input"
             )
+        positions_given = position_ids is not None  # packed sequences (positions restarting) need a mask
         if position_ids is None:
             if attention_mask is not None and attention_mask.ndim == 2:
                 # count real tokens only, so a left-padded prompt starts at position 0
@@ -210,11 +303,17 @@ class GPTLiteModel(GPTLitePreTrainedModel):
         # .to(): with a device_map the position embedding may sit on another device than the token embedding
         hidden_states = self.drop(inputs_embeds + self.wpe(position_ids).to(inputs_embeds.device))
 
-        # None (pure causal: kernels use is_causal), a 4D additive mask, or a flex BlockMask
-        mask = create_causal_mask(
-            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-            cache=cache, position_ids=position_ids,
-        )
+        # None (pure causal: kernels use is_causal), a 4D additive mask, or a flex BlockMask. Nothing padded, sdpa, a
+        # growing cache (or none) and one new token or an empty cache: None without create_causal_mask's checks.
+        if (self.config._attn_implementation == "sdpa" and not positions_given and (T == 1 or cached == 0)
+                and not getattr(cache, "is_compileable", False) and not torch.compiler.is_compiling()
+                and (attention_mask is None or (attention_mask.ndim == 2 and bool(attention_mask.all())))):
+            mask = None
+        else:
+            mask = create_causal_mask(
+                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                cache=cache, position_ids=position_ids,
+            )
         for block in self.h:
             hidden_states = block(hidden_states, mask, cache=cache, position_ids=position_ids, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.ln_f(hidden_states), cache=cache if use_cache else None)
@@ -234,16 +333,27 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.lm_head
 
+    @property
+    def loss_function(self):  # causal_lm_loss, unless a loss was set on the model or config.loss_type names another
+        if hasattr(self, "_loss_function") or getattr(self, "loss_type", None) != "ForCausalLM":
+            return super().loss_function
+        return causal_lm_loss
+
+    @loss_function.setter
+    def loss_function(self, value):
+        self._loss_function = value
+
     def set_output_embeddings(self, value):
         self.lm_head = value
 
     def _head(self, hidden):  # (B, T, H) -> (B, T, V); (N, H) -> (N, V) after a boolean logits_to_keep
         head = self.lm_head
-        # A decoding step of a few sequences on CPU (T == 1, 2-32 rows): MKL runs x @ W^T slowly for a [V, H]
-        # weight; W @ x^T (the same numbers, a transposed view) measured 1.5-5x faster. Only there, and only for a
-        # plain hook-free nn.Linear, so PEFT / accelerate hooks on the head still run through its forward.
+        # A decoding step of a few sequences on CPU in fp32 (T == 1, 2-32 rows): MKL runs x @ W^T slowly for a [V, H]
+        # weight; W @ x^T (the same numbers, a transposed view) measured 1.3-5x faster at the 124M shape. Not in bf16,
+        # where x @ W^T is the fast one (AVX-512-BF16: 12.9 vs 17.0 ms at 8 rows x 50257). Only for a plain
+        # hook-free nn.Linear, so PEFT / accelerate hooks on the head still run through its forward.
         if (not self.training and hidden.ndim == 3 and hidden.shape[1] == 1 and 2 <= hidden.shape[0] <= 32
-                and hidden.device.type == "cpu" and type(head) is nn.Linear
+                and hidden.device.type == "cpu" and head.weight.dtype == torch.float32 and type(head) is nn.Linear
                 and not (head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook"))):
             return (head.weight @ hidden[:, 0].T).T.unsqueeze(1)
         return head(hidden)

@@ -142,6 +142,38 @@ def test_cached_forward_equals_full_forward():
     torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_cache_grows_in_place_and_holds_what_concatenation_would():
+    """cache_update: a DynamicCache layer's keys/values are views of a buffer with room (no copy of the cached
+    positions per step); across a regrowth (> 256 positions), a crop and a reorder it holds what torch.cat would."""
+    from transformers import DynamicCache
+
+    torch.manual_seed(0)
+    ours = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny", max_position_embeddings=400)).eval()
+    x = torch.randint(3, 512, (2, 300))
+    with torch.no_grad():
+        full = ours(x, use_cache=True)
+        cache = DynamicCache(config=ours.config)
+        logits = [ours(x[:, :5], cache=cache, use_cache=True).logits]
+        layer = cache.layers[0]
+        for t in range(5, 300):
+            before = layer.keys.data_ptr()
+            logits.append(ours(x[:, t:t + 1], cache=cache, use_cache=True).logits)
+            assert t == 5 + 256 or layer.keys.data_ptr() == before  # a view of the same buffer, except one regrowth
+        torch.testing.assert_close(torch.cat(logits, 1), full.logits, atol=1e-5, rtol=1e-5)
+        for got, want in zip(cache.layers, full.cache.layers):
+            torch.testing.assert_close(got.keys, want.keys)
+            torch.testing.assert_close(got.values, want.values)
+        cache.crop(-10)  # drop 10 positions, then write over them
+        again = ours(x[:, 290:], cache=cache, use_cache=True).logits
+        torch.testing.assert_close(again, full.logits[:, 290:], atol=1e-5, rtol=1e-5)
+        cache.reorder_cache(torch.tensor([1, 0]))  # beam search: new tensors, so the next step takes a new buffer
+        nxt = torch.randint(3, 512, (2, 1))
+        step = ours(nxt, cache=cache, use_cache=True).logits
+        want = ours(torch.cat([x.flip(0), nxt], 1)).logits[:, -1:]
+        torch.testing.assert_close(step, want, atol=1e-5, rtol=1e-5)
+        assert cache.get_seq_length() == 301
+
+
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_left_padded_batch_generation_equals_single_prompts(attn):
     ours = GPTLiteForCausalLM.from_gpt2(random_gpt2(seed=5)).eval()
@@ -175,6 +207,41 @@ def test_labels_loss_ignores_minus_100_and_matches_manual():
     logits = out.logits[:, :-1].reshape(-1, 320)
     manual = torch.nn.functional.cross_entropy(logits, labels[:, 1:].reshape(-1), ignore_index=-100)
     torch.testing.assert_close(out.loss, manual)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab, padded", [(320, 320), (300, 320), (3000, 3008)])  # padded: a strided logits view
+def test_blockwise_loss_equals_transformers_causal_lm_loss(dtype, vocab, padded):
+    """causal_lm_loss (the model's loss) vs transformers' ForCausalLMLoss: value and gradient, mean and
+    num_items_in_batch, labels shifted inside or given shifted; blocks of rows smaller than the batch."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from hf_gptlite.modeling_gptlite import causal_lm_loss
+
+    torch.manual_seed(0)
+    base = (torch.randn(3, 700, padded) * 4).to(dtype)
+    labels = torch.randint(0, vocab, (3, 700))
+    labels[0, :50] = -100
+    for kw in (dict(), dict(num_items_in_batch=torch.tensor(1500)), dict(shift_labels=labels.roll(-1, 1))):
+        results = []
+        for loss_fn in (ForCausalLMLoss, causal_lm_loss):
+            x = base.clone().requires_grad_(True)
+            loss = loss_fn(x[..., :vocab], labels, vocab_size=vocab, **kw)
+            results.append((loss, *torch.autograd.grad(loss, x)))
+        (want, want_grad), (got, got_grad) = results
+        assert got.dtype == torch.float32 and got_grad.dtype == dtype
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(got_grad, want_grad, atol=1e-7 if dtype == torch.float32 else 1e-6, rtol=1e-5)
+
+
+def test_the_model_uses_the_blockwise_loss_unless_another_is_set():
+    from hf_gptlite.modeling_gptlite import causal_lm_loss
+
+    model = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny"))
+    assert model.loss_function is causal_lm_loss
+    x = torch.randint(3, 512, (2, 9))
+    model.loss_function = lambda logits, labels, vocab_size, **kw: logits.sum() * 0 + 7.0
+    assert model(x, labels=x).loss.item() == 7.0
 
 
 def test_gradient_checkpointing_gives_same_gradients():

@@ -1,0 +1,160 @@
+"""Where a cached decoding step's time goes: Python (and framework) time vs ATen op time, GPTLite vs GPT-2.
+
+A decoding step as generate() runs it: one new token per sequence, the attention mask grown by one column, the
+model called with the cache and logits_to_keep=1, then an argmax. After a 32-token prompt and a few warm-up steps,
+``--steps`` steps are timed without the profiler (best of ``--reps``: the machine is shared) and profiled with
+torch.profiler (the least disturbed of 3 runs). Reported per step: wall time, the self time of every ATen op (kernels + dispatch) split into
+matmuls, attention, cache writes and the rest, and Python/framework = wall - ATen (module calls, decorators, cache
+bookkeeping, output objects: everything that is not an op). With ``--compile`` (static cache), the step is
+torch.compile(fullgraph=True)'d as generate()'s compiled decoding does; inductor's fused kernels are not ATen ops,
+so they land in the "not ATen" column there.
+
+    python bench/profile_decode.py --shape cpu-small --batch 1
+    python bench/profile_decode.py --shape 124m --batch 8 --dtype bf16 --steps 16
+    python bench/profile_decode.py --static --compile --shape cpu-small
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from common import has_native_bf16, load_average, machine, make_config  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from transformers import DynamicCache, StaticCache  # noqa: E402
+
+from hf_gptlite import GPTLiteForCausalLM  # noqa: E402
+
+GROUPS = {  # ATen op name -> column
+    "matmul": ("aten::addmm", "aten::mm", "aten::mv", "aten::addmv", "aten::linear", "aten::_mkldnn", "mkldnn"),
+    # a decoding step's only batched matmuls are attention's (GPTLite's one_query_attention: q k^T and weights v)
+    "attention": ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::bmm", "aten::matmul",
+                  "aten::_softmax"),
+    "cache": ("aten::cat", "aten::copy_", "aten::index_copy", "aten::index_put"),
+}
+
+
+def group_of(name: str) -> str:
+    for group, prefixes in GROUPS.items():
+        if name.startswith(prefixes):
+            return group
+    return "other ops"
+
+
+def pick_dtype(name: str) -> torch.dtype:
+    if name == "auto":  # what the benches use: bf16 weights where the CPU/GPU has bf16 math, else fp32
+        return torch.bfloat16 if has_native_bf16(torch.device("cpu")) else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+def decode_steps(model, prompt, n_steps, static: bool, compiled):
+    """-> (prefill, run): ``prefill()`` fills the cache with the prompt, ``run()`` then runs ``n_steps`` decoding
+    steps (a static cache is reset and refilled, a dynamic one cropped back, so both can be repeated)."""
+    B, P = prompt.shape
+    cache = StaticCache(config=model.config, max_cache_len=P + n_steps) if static else DynamicCache(config=model.config)
+    forward = compiled or model
+    state = {}
+
+    @torch.no_grad()
+    def prefill():
+        if not static and cache.get_seq_length():  # filled before: drop the decoded positions
+            cache.crop(P - cache.get_seq_length())
+            return
+        if static:
+            cache.reset()
+        out = model(prompt, attention_mask=torch.ones_like(prompt), cache=cache, use_cache=True, logits_to_keep=1)
+        state["first"] = out.logits[:, -1:].argmax(-1)
+
+    @torch.no_grad()
+    def run():
+        token, mask = state["first"], torch.ones(B, P, dtype=torch.long)
+        for _ in range(n_steps):
+            if static:  # the mask comes from the cache: a fixed-shape graph, as generate()'s compiled decoding
+                out = forward(input_ids=token, cache=cache, use_cache=True, logits_to_keep=1)
+            else:  # as generate(): the 2D mask grows by one column per step
+                mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
+                out = forward(input_ids=token, attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=1)
+            token = out.logits[:, -1:].argmax(-1)
+        return token
+
+    return prefill, run
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="cpu-small")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--static", action="store_true", help="StaticCache instead of DynamicCache")
+    p.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True) the step (needs --static)")
+    p.add_argument("--top", type=int, default=0, help="also print the top ATen ops of each model")
+    p.add_argument("--models", default="ours,gpt2")
+    args = p.parse_args()
+    if args.compile and not args.static:
+        raise SystemExit("--compile needs --static (a DynamicCache step is not a fixed-shape graph)")
+    torch.set_num_threads(args.threads)
+    dtype = pick_dtype(args.dtype)
+    torch.manual_seed(0)
+    config = make_config(args.shape)
+    ours = GPTLiteForCausalLM(config).eval()
+    models = {"ours": ours, "gpt2": ours.to_gpt2().eval()}
+    prompt = torch.randint(3, config.vocab_size, (args.batch, 32), generator=torch.Generator().manual_seed(1))
+    load_before = load_average()
+    print(f"machine: {machine(torch.device('cpu'))}; native bf16 {has_native_bf16(torch.device('cpu'))}; "
+          f"shape {args.shape}, batch {args.batch}, {str(dtype)[6:]} weights, "
+          f"{'static' if args.static else 'dynamic'} cache{', compiled step' if args.compile else ''}; "
+          f"{args.steps} steps, best of {args.reps}; load avg {load_before}")
+    rows = []
+    for name in args.models.split(","):
+        model = models[name].to(dtype)
+        model.set_attn_implementation("sdpa")
+        compiled = torch.compile(model.forward, fullgraph=True) if args.compile else None
+        prefill, run = decode_steps(model, prompt, args.steps, args.static, compiled)
+        for _ in range(2):  # warm-up (and compilation)
+            prefill()
+            run()
+        best = float("inf")
+        for _ in range(args.reps):
+            prefill()
+            t = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t)
+        profiles = []
+        for _ in range(3):  # the least disturbed of 3 profiled runs
+            prefill()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run()
+            profiles.append((sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("aten::")),
+                             prof))
+        prof = min(profiles, key=lambda x: x[0])[1]
+        events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+        groups = {}
+        for e in events:
+            groups[group_of(e.key)] = groups.get(group_of(e.key), 0.0) + e.self_cpu_time_total / 1e3  # ms
+        wall = 1e3 * best / args.steps
+        aten = sum(groups.values()) / args.steps
+        rows.append((name, wall, aten, {g: v / args.steps for g, v in groups.items()}))
+        if args.top:
+            print(f"\n{name}: top ATen ops over {args.steps} steps")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+    print(f"\nper decoding step (ms); load avg {load_before} -> {load_average()}")
+    print("| model | wall | Python + framework (wall - ATen) | ATen ops | matmul | attention | cache writes | other ops |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, wall, aten, g in rows:
+        label = "GPTLite" if name == "ours" else "GPT-2"
+        print(f"| {label} | {wall:.2f} | {max(wall - aten, 0):.2f} ({100 * max(wall - aten, 0) / wall:.0f}%) | "
+              f"{aten:.2f} | {g.get('matmul', 0):.2f} | {g.get('attention', 0):.2f} | {g.get('cache', 0):.2f} | "
+              f"{g.get('other ops', 0):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
