@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..training import distributed_state, train
 from ..training.artifacts import write_metrics
+from .adapt import ADAPT_DIR, adapt_language_model, lm_adapt_enabled
 from .config import SpamConfig
 from .data import LABELS, classification_dataloader, prepare_sms_splits, tokenize_split
 from .evaluate import evaluate_classifier, load_metric, plot_confusion_matrix
@@ -37,9 +38,13 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
     with state.main_process_first():
         splits = prepare_sms_splits(split_dir, cfg.dataset_name_or_path, cfg.balanced, cfg.split_seed,
                                     cfg.text_column, cfg.label_column)
-    # 2. model with a fresh head, and the weights that train
+    # 2. optional LM adaptation on the training texts only; then the model with a fresh head, and the weights that train
+    source, from_scratch = cfg.model_name_or_path, cfg.from_scratch
+    if lm_adapt_enabled(cfg):
+        source = adapt_language_model(cfg, list(splits["train"]["text"]), out / ADAPT_DIR)
+        from_scratch = False  # the adapted weights (random-init ablation: adapted from random weights)
     set_seed(cfg.seed)
-    model, tokenizer = load_classifier_from_lm(cfg.model_name_or_path, LABELS, from_scratch=cfg.from_scratch)
+    model, tokenizer = load_classifier_from_lm(source, LABELS, from_scratch=from_scratch)
     max_length = min(cfg.max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
     model = set_trainable(model, cfg.trainable, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     n_trainable, n_total = count_parameters(model)
