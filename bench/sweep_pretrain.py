@@ -38,7 +38,7 @@ BUDGET_S = 8.5 * 60
 # README "Pretraining / Measured": 446 steps x 2048 tokens in 8.51 min of loop = 1,852 tokens/s overall.
 AVX2_OLD_DEFAULT_TOKENS_PER_S = 1852.0
 
-# name -> PretrainConfig overrides. Head size stays 64 (heads = hidden / 64). Every config is a GPT-2: learned
+# name -> PretrainConfig overrides. Head size 64 (heads = hidden / 64), 32 where 64 does not divide the width. Every config is a GPT-2: learned
 # positions, LayerNorm, GELU, tied head.
 CONFIGS: dict[str, dict] = {
     # the old default
@@ -51,8 +51,15 @@ CONFIGS: dict[str, dict] = {
     "d192_l6_v4k": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, vocab_size=4096),
     "d128_v4k": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, vocab_size=4096),
     "d128_l6_v4k": dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=2, vocab_size=4096),
-    "d128_l6_v2k": dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=2, vocab_size=2048),
+    "d128_l6_v8k": dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=2, vocab_size=8192),
     "d192_v2k": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, vocab_size=2048),
+    "d128_v8k": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, vocab_size=8192),
+    "d128_l3_v4k": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=2, vocab_size=4096),
+    "d128_v2k": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, vocab_size=2048),
+    "d128_v16k": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, vocab_size=16384),
+    "d96_v8k": dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=3, vocab_size=8192),
+    "d96_v4k": dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=3, vocab_size=4096),
+    "d160_v4k": dict(hidden_size=160, num_hidden_layers=4, num_attention_heads=5, vocab_size=4096),
     "d256_l3_v4k": dict(hidden_size=256, num_hidden_layers=3, num_attention_heads=4, vocab_size=4096),
 }
 # optimisation variants applied on top of a shape: name suffix -> overrides
