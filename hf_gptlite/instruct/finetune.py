@@ -30,6 +30,8 @@ class FinetuneInstructConfig(TrainingConfig):
     output_dir: str = field(default="runs/instruct", metadata={"help": "run folder (checkpoints, logs, model)"})
     data: str | None = field(default=None, metadata={"help": "JSON/JSONL file or Hub dataset id (None: the shipped set)"})
     data_split: str = field(default="train", metadata={"help": "the Hub split read before the 85/10/5 split"})
+    from_scratch: bool = field(default=False, metadata={
+        "help": "same architecture and tokenizer, random weights (the no-pretraining ablation)"})
     max_train_records: int | None = field(default=None, metadata={"help": "use only the first N training records"})
     mask_prompt: bool = field(default=False, metadata={"help": "loss on response tokens only (not the prompt)"})
     max_length: int | None = field(default=None, metadata={"help": "truncate sequences (None: the model's context)"})
@@ -93,6 +95,8 @@ def run_finetune_instruct(cfg: FinetuneInstructConfig) -> dict:
         raise InputValueError(f"no training records in {cfg.data or 'the shipped instructions'} (the first 85% "
                               "of the records train)")
     model, tokenizer = load_causal_lm(cfg.model_name_or_path)
+    if cfg.from_scratch:
+        model = type(model)(type(model.config).from_dict(model.config.to_dict()))
     set_chat_template(ensure_pad_token(tokenizer))
     context = model.config.max_position_embeddings
     max_length = min(cfg.max_length or context, context)

@@ -41,6 +41,15 @@ class SpamConfig(TrainingConfig):
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     max_length: int | None = field(default=None, metadata={"help": "truncate messages (None: the model's context)"})
+    # ---- domain-adaptive LM phase on the training texts, before the head is trained (ULMFiT / TAPT)
+    lm_adapt_epochs: float = field(default=0.0, metadata={
+        "help": "passes of causal-LM training over the training split's texts (packed) before classification; "
+                "0: off. Never reads validation or test texts"})
+    lm_adapt_steps: int = field(default=0, metadata={"help": "LM-adaptation optimizer steps (> 0: overrides epochs)"})
+    lm_adapt_learning_rate: float = 1e-3
+    lm_adapt_batch_size: int = field(default=16, metadata={"help": "packed blocks per LM-adaptation step"})
+    lm_adapt_block_size: int | None = field(default=128, metadata={"help": "LM-adaptation block (None: context)"})
+    lm_adapt_warmup_steps: int = 10
     # ---- data
     dataset_name_or_path: str | None = field(
         default=None, metadata={"help": "Hub data set id or CSV/TSV/JSONL file (default: the shipped SMS collection)"}
@@ -62,6 +71,9 @@ class SpamConfig(TrainingConfig):
                                   f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")
         if self.max_length is not None and self.max_length < 2:
             raise InputValueError(f"max_length must be at least 2 tokens (or None), got {self.max_length}")
+        if self.lm_adapt_epochs < 0 or self.lm_adapt_steps < 0 or self.lm_adapt_batch_size < 1:
+            raise InputValueError("lm_adapt_epochs and lm_adapt_steps must be >= 0 and lm_adapt_batch_size >= 1, got "
+                                  f"{self.lm_adapt_epochs}, {self.lm_adapt_steps}, {self.lm_adapt_batch_size}")
 
 
 __all__ = ["SpamConfig"]

@@ -22,6 +22,7 @@ from ..errors import check_output_dir
 from ..loading import PRETRAINED_HINT, check_model_source, check_resume_checkpoint
 from ..training import distributed_state, train
 from ..training.artifacts import write_metrics
+from .adapt import ADAPT_DIR, adapt_language_model, lm_adapt_enabled
 from .config import SpamConfig
 from .data import LABELS, classification_dataloader, load_labelled_texts, prepare_sms_splits, tokenize_split
 from .evaluate import evaluate_classifier, load_metric, plot_confusion_matrix
@@ -45,17 +46,27 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
     source = None  # a new split's data, read (and refused) now; an existing split is reused as it is
     if not (split_dir / "split_info.json").is_file():
         source = load_labelled_texts(cfg.dataset_name_or_path, cfg.text_column, cfg.label_column)
-    # 2. model with a fresh head, and the weights that train
+    # 2. optional LM adaptation on the training texts only (it reads the split, so the split is written first);
+    #    then the model with a fresh head, and the weights that train
+    splits = None
+    model_source, from_scratch = cfg.model_name_or_path, cfg.from_scratch
+    if lm_adapt_enabled(cfg):
+        with state.main_process_first():
+            splits = prepare_sms_splits(split_dir, cfg.dataset_name_or_path, cfg.balanced, cfg.split_seed,
+                                        cfg.text_column, cfg.label_column, dataset=source)
+        model_source = adapt_language_model(cfg, list(splits["train"]["text"]), out / ADAPT_DIR)
+        from_scratch = False  # the adapted weights (random-init ablation: adapted from random weights)
     set_seed(cfg.seed)
-    model, tokenizer = load_classifier_from_lm(cfg.model_name_or_path, LABELS, from_scratch=cfg.from_scratch)
+    model, tokenizer = load_classifier_from_lm(model_source, LABELS, from_scratch=from_scratch)
     max_length = min(cfg.max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
     model = set_trainable(model, cfg.trainable, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     n_trainable, n_total = count_parameters(model)
     check_resume_checkpoint(cfg.resume_from_checkpoint, out, model)
     # 3. the split, written once and shared by every run that names the same split_dir
-    with state.main_process_first():
-        splits = prepare_sms_splits(split_dir, cfg.dataset_name_or_path, cfg.balanced, cfg.split_seed,
-                                    cfg.text_column, cfg.label_column, dataset=source)
+    if splits is None:
+        with state.main_process_first():
+            splits = prepare_sms_splits(split_dir, cfg.dataset_name_or_path, cfg.balanced, cfg.split_seed,
+                                        cfg.text_column, cfg.label_column, dataset=source)
     # 4. tokenized splits and loaders
     with state.main_process_first():
         tokenized = {name: tokenize_split(ds, tokenizer, max_length) for name, ds in splits.items()}

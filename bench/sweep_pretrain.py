@@ -1,0 +1,360 @@
+"""Sweep of the main job's pretraining settings, by measurement, at FIXED step budgets (so bits/char compares
+fairly whatever the machine's load), plus separate short speed probes (tokens/s, with the load average) from
+which the steps that fit the 8.5-minute budget are predicted for each CPU kind.
+
+    python bench/sweep_pretrain.py speed d256_v8k d192_v4k --mixed_precision auto    # tokens/s probes (~40 steps)
+    python bench/sweep_pretrain.py speed d256_v8k --mixed_precision no               # the fp32 path (AVX2 estimate)
+    python bench/sweep_pretrain.py run d192_v4k --steps 600                          # one fixed-budget run
+    python bench/sweep_pretrain.py table                                              # every run recorded so far
+    python bench/sweep_pretrain.py plot runs/sweep/A_s900 runs/sweep/B_s1500 --out docs/pretrain_sweep.png
+
+Every run appends one JSON line to ``runs/sweep/results.jsonl`` (config, steps, tokens, tokens/s, bits/char,
+load average before/after, threads, precision) and ``table`` prints them all. A run is
+``python -m hf_gptlite pretrain`` with ``--max_train_minutes 0 --max_steps N`` (the cosine horizon is N, as in a
+time-budgeted run that fits N steps) and a complete validation pass every ``N/6`` steps for the curve.
+
+Step predictions (``table`` prints them): steps in the budget = (budget - evaluation overhead) / (tokens per step /
+tokens/s). The AVX2 column is an ESTIMATE: this machine's fp32 (``--mixed_precision no``) tokens/s times
+AVX2_OVER_FP32_HERE, the ratio measured for the old default (1,852 tokens/s on the AVX2 development machine,
+README) over the same config's fp32 speed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP_DIR = REPO / "runs" / "sweep"
+RESULTS = SWEEP_DIR / "results.jsonl"
+BUDGET_S = 8.5 * 60
+# tokens/s of the OLD default (d256 x 4 layers, vocab 8192, batch 8x256, fp32) on the AVX2 development machine,
+# README "Pretraining / Measured": 446 steps x 2048 tokens in 8.51 min of loop = 1,852 tokens/s overall.
+AVX2_OLD_DEFAULT_TOKENS_PER_S = 1852.0
+
+# name -> PretrainConfig overrides. Head size 64 (heads = hidden / 64), 32 where 64 does not divide the width. Every config is a GPT-2: learned
+# positions, LayerNorm, GELU, tied head.
+CONFIGS: dict[str, dict] = {
+    # the old default
+    "d256_v8k": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, vocab_size=8192),
+    # vocabulary (bits/char is tokenizer-independent)
+    "d256_v4k": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, vocab_size=4096),
+    "d256_v2k": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, vocab_size=2048),
+    # width / depth
+    "d192_v4k": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, vocab_size=4096),
+    "d192_l6_v4k": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, vocab_size=4096),
+    "d128_v4k": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, vocab_size=4096),
+    "d128_l6_v4k": dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=2, vocab_size=4096),
+    "d128_l6_v8k": dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=2, vocab_size=8192),
+    "d192_v2k": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, vocab_size=2048),
+    "d128_v8k": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, vocab_size=8192),
+    "d128_l3_v4k": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=2, vocab_size=4096),
+    "d128_v2k": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, vocab_size=2048),
+    "d128_v16k": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, vocab_size=16384),
+    "d96_v8k": dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=3, vocab_size=8192),
+    "d96_v4k": dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=3, vocab_size=4096),
+    "d160_v4k": dict(hidden_size=160, num_hidden_layers=4, num_attention_heads=5, vocab_size=4096),
+    "d256_l3_v4k": dict(hidden_size=256, num_hidden_layers=3, num_attention_heads=4, vocab_size=4096),
+}
+# optimisation variants applied on top of a shape: name suffix -> overrides
+VARIANTS: dict[str, dict] = {
+    "": {},
+    "lr1e3": dict(learning_rate=1e-3),
+    "lr3e3": dict(learning_rate=3e-3),
+    "lr4e3": dict(learning_rate=4e-3),
+    "lr6e3": dict(learning_rate=6e-3),
+    "w60": dict(warmup_steps=60),
+    "bs4": dict(per_device_batch_size=4),
+    "bs16": dict(per_device_batch_size=16),
+    "drop1": dict(dropout=0.1),
+    "mlr0": dict(min_lr_ratio=0.0),
+}
+
+
+def resolve(spec: str) -> dict:
+    """``shape[+variant[+variant]]`` -> overrides, e.g. ``d192_v4k+lr3e3+bs16``."""
+    shape, *variants = spec.split("+")
+    if shape not in CONFIGS:
+        raise SystemExit(f"unknown config {shape!r}; choose from {sorted(CONFIGS)}")
+    out = dict(CONFIGS[shape])
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"unknown variant {v!r}; choose from {sorted(k for k in VARIANTS if k)}")
+        out.update(VARIANTS[v])
+    return out
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def tokenizer_dir(vocab: int) -> Path:
+    """One tokenizer per vocabulary, trained exactly as the job trains it (same documents, same settings)."""
+    folder = SWEEP_DIR / f"tokenizer_v{vocab}"
+    if not (folder / "tokenizer.json").is_file():
+        from hf_gptlite.pretrain.config import PretrainConfig
+        from hf_gptlite.pretrain.data import load_text_documents
+        from hf_gptlite.tokenization import train_bpe_tokenizer
+
+        cfg = PretrainConfig()
+        train_docs, _ = load_text_documents(cfg.train_files, cfg.clean_text, cfg.validation_fraction)
+        tok = train_bpe_tokenizer(train_docs, vocab_size=vocab, min_frequency=cfg.tokenizer_min_frequency,
+                                  show_progress=False)
+        tok.save_pretrained(folder)
+        ids = tok(train_docs, add_special_tokens=False)["input_ids"]
+        n = sum(len(x) + 1 for x in ids)  # + one [EOS] per document, as packed
+        (folder / "corpus_stats.json").write_text(json.dumps(
+            {"train_tokens": n, "train_chars": sum(map(len, train_docs)), "block_tokens": n // 256 * 256}))
+    return folder
+
+
+def train_tokens(vocab: int) -> int:
+    return json.loads((tokenizer_dir(vocab) / "corpus_stats.json").read_text())["block_tokens"]
+
+
+def child(payload: str) -> None:
+    """Runs inside the subprocess: one pretraining run from a JSON dict of PretrainConfig fields."""
+    from hf_gptlite.pretrain.config import PretrainConfig
+    from hf_gptlite.pretrain.run import run_pretraining
+
+    metrics = run_pretraining(PretrainConfig(**json.loads(payload)))
+    Path(json.loads(payload)["output_dir"], "sweep_metrics.json").write_text(json.dumps(metrics, default=str))
+
+
+def launch(spec: str, steps: int, kind: str, mixed_precision: str, threads: int, eval_every: int | None,
+           seed: int) -> dict:
+    over = resolve(spec)
+    vocab = over.pop("vocab_size")
+    name = f"{spec}_s{steps}" + ("" if mixed_precision == "auto" else f"_{mixed_precision}") + (
+        f"_seed{seed}" if seed != 42 else "")
+    out = SWEEP_DIR / name
+    fields = dict(
+        output_dir=str(out), tokenizer_name_or_path=str(tokenizer_dir(vocab)), max_train_minutes=0,
+        max_steps=steps, save_steps=0, report_to="none", sample_prompt=None, mixed_precision=mixed_precision,
+        seed=seed, per_device_eval_batch_size=32, logging_steps=10,
+        eval_steps=eval_every or max(1, steps // 6), eval_max_batches=None, **over,
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "TQDM_DISABLE": "1"}
+    load_before = load_average()
+    start = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "_child", json.dumps(fields)], check=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - start
+    metrics = json.loads((out / "sweep_metrics.json").read_text())
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    windows = [r["tokens_per_s"] for r in log if "tokens_per_s" in r]
+    tokens_per_step = metrics["train_tokens"] / max(1, metrics["global_step"])
+    curve = [(r["step"] * tokens_per_step, r["eval_bits_per_char"]) for r in log if "eval_bits_per_char" in r]
+    record = {
+        "name": name, "spec": spec, "kind": kind, "vocab_size": vocab, **over, "steps": metrics["global_step"],
+        "tokens": metrics["train_tokens"], "tokens_per_step": tokens_per_step,
+        "epochs": round(metrics["train_tokens"] / train_tokens(vocab), 2),
+        "tokens_per_s": metrics["tokens_per_s"],
+        "tokens_per_s_median_window": statistics.median(windows[1:] or windows) if windows else None,
+        "bits_per_char": metrics.get("eval_bits_per_char"), "eval_loss": metrics.get("eval_loss"),
+        "train_loss": metrics.get("train_loss"), "params": metrics["num_parameters"],
+        "mixed_precision": metrics["mixed_precision"], "threads": threads, "seed": seed,
+        "wall_s": round(wall, 1), "load_before": load_before, "load_after": load_average(), "curve": curve,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    SWEEP_DIR.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def speed_probe(specs: list[str], precisions: list[str], reps: int, steps: int, threads: int) -> list[dict]:
+    """tokens/s of one training step (forward, backward, clipping, fused AdamW; bf16 autocast when asked), as the
+    loop runs it, on random tokens of batch 8 x 256, every config and precision interleaved in each repetition
+    (so a burst of load hits all of them alike); the best repetition of each is its least-disturbed speed."""
+    import torch
+
+    from hf_gptlite.modeling_gptlite import GPTLiteForCausalLM
+    from hf_gptlite.pretrain.config import PretrainConfig, build_model_config
+    from hf_gptlite.training.optim import create_optimizer
+
+    torch.set_num_threads(threads)
+    setups = []
+    for spec in specs:
+        over = resolve(spec)
+        vocab = over.pop("vocab_size")
+        cfg = PretrainConfig(**{k: v for k, v in over.items()})
+        config = build_model_config(cfg)
+        config.vocab_size = vocab
+        for precision in precisions:
+            torch.manual_seed(0)
+            model = GPTLiteForCausalLM._from_config(config, attn_implementation="sdpa").train()
+            opt = create_optimizer(model, cfg, torch.device("cpu"))
+            bs = cfg.per_device_batch_size
+            x = torch.randint(3, vocab, (bs, 256))
+            setups.append(dict(spec=spec, precision=precision, model=model, opt=opt, x=x, times=[]))
+
+    def step(s):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s["precision"] == "bf16"):
+            loss = s["model"](input_ids=s["x"], labels=s["x"]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(s["model"].parameters(), 1.0)
+        s["opt"].step()
+        s["opt"].zero_grad(set_to_none=True)
+
+    load_before = load_average()
+    for s in setups:  # warm-up
+        for _ in range(3):
+            step(s)
+    for _ in range(reps):
+        for s in setups:
+            t = time.perf_counter()
+            for _ in range(steps):
+                step(s)
+            s["times"].append((time.perf_counter() - t) / steps)
+    records = []
+    for s in setups:
+        tokens = s["x"].numel()
+        rec = {"name": f"{s['spec']}_speed_{s['precision']}", "spec": s["spec"], "kind": "speed",
+               "mixed_precision": s["precision"], "threads": threads,
+               "tokens_per_s_best": tokens / min(s["times"]), "tokens_per_s_median": tokens / statistics.median(s["times"]),
+               "tokens_per_step": tokens, "reps": reps, "steps_per_rep": steps,
+               "params": sum(p.numel() for p in s["model"].parameters()),
+               "load_before": load_before, "load_after": load_average(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        records.append(rec)
+        print(f"{rec['name']:<28} best {rec['tokens_per_s_best']:8,.0f} tok/s  median {rec['tokens_per_s_median']:8,.0f}"
+              f"  ({rec['params'] / 1e6:.2f}M params)", flush=True)
+    print(f"load average before {load_before}, after {load_average()}")
+    SWEEP_DIR.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    return records
+
+
+def read_results() -> list[dict]:
+    return [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()] if RESULTS.exists() else []
+
+
+def speeds(records: list[dict]) -> dict[tuple[str, str], float]:
+    """(shape, precision) -> best measured median-window tokens/s (the least-disturbed probe)."""
+    best: dict[tuple[str, str], float] = {}
+    for r in records:
+        if r["kind"] != "speed":
+            continue
+        key = (r["spec"].split("+")[0], r["mixed_precision"])
+        best[key] = max(best.get(key, 0.0), r["tokens_per_s_best"])
+    return best
+
+
+def predicted_steps(tokens_per_s: float | None, tokens_per_step: float, eval_fraction: float = 0.03) -> int | None:
+    if not tokens_per_s:
+        return None
+    return int(BUDGET_S * (1 - eval_fraction) * tokens_per_s / tokens_per_step)
+
+
+def print_table(records: list[dict]) -> None:
+    sp = speeds(records)
+    ratio = None
+    if sp.get(("d256_v8k", "no")):
+        ratio = AVX2_OLD_DEFAULT_TOKENS_PER_S / sp[("d256_v8k", "no")]
+    print("\nspeed probes (best median-window tokens/s of the probes; load average 1/5/15 min at start):")
+    print("| config | precision | threads | tokens/s | load before | steps in 8.5 min at batch 8x256 |")
+    print("|---|---|---|---|---|---|")
+    for r in records:
+        if r["kind"] == "speed":
+            print(f"| {r['spec']} | {r['mixed_precision']} | {r['threads']} | {r['tokens_per_s_best']:,.0f} "
+                  f"(median {r['tokens_per_s_median']:,.0f}) | {'/'.join(map(str, r['load_before']))} | "
+                  f"{predicted_steps(r['tokens_per_s_best'], 2048)} |")
+    if ratio:
+        print(f"\nAVX2 estimate: fp32 tokens/s here x {ratio:.3f} (= {AVX2_OLD_DEFAULT_TOKENS_PER_S:.0f} measured on "
+              f"the AVX2 machine for d256_v8k / {sp[('d256_v8k', 'no')]:.0f} fp32 here)")
+    print("\nfixed-budget runs:")
+    print("| run | params | vocab | lr | warmup | batch | dropout | steps | tokens | epochs* | precision | bits/char "
+          "| eval loss | wall s | load before/after | pred. steps bf16 here / AVX2 est. |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in records:
+        if r["kind"] != "run":
+            continue
+        shape = r["spec"].split("+")[0]
+        bf = predicted_steps(sp.get((shape, "bf16")), r["tokens_per_step"])
+        fp = sp.get((shape, "no"))
+        avx = predicted_steps(fp * ratio, r["tokens_per_step"]) if fp and ratio else None
+        bpc = r["bits_per_char"]
+        print(f"| {r['name']} | {r['params'] / 1e6:.2f}M | {r['vocab_size']} | {r.get('learning_rate', 2e-3):g} | "
+              f"{r.get('warmup_steps', 20)} | {r.get('per_device_batch_size', 8)} | {r.get('dropout', 0.0)} | "
+              f"{r['steps']} | {r['tokens']:,} | {r.get('epochs', '')} | {r['mixed_precision']} | "
+              f"{bpc:.4f} | {r['eval_loss']:.3f} | {r['wall_s']:.0f} | "
+              f"{'/'.join(map(str, r['load_before']))} → {'/'.join(map(str, r['load_after']))} | {bf} / {avx} |")
+
+
+def plot(run_dirs: list[str], out: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_name = {r["name"]: r for r in read_results()}
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for d in run_dirs:
+        r = by_name[Path(d).name]
+        xs, ys = zip(*r["curve"], strict=True)
+        ax.plot([x / 1e6 for x in xs], ys, "o-", ms=3, lw=1.3,
+                label=f"{r['name']} ({r['params'] / 1e6:.1f}M, final {r['bits_per_char']:.3f})")
+    ax.axhline(2.0, color="k", ls="--", lw=0.8, label="target 2.0")
+    ax.set_xlabel("training tokens seen (millions)")
+    ax.set_ylabel("validation bits per character")
+    ax.set_ylim(top=3.2)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    print(f"wrote {out}")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_child":
+        child(argv[1])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("speed")
+    p.add_argument("specs", nargs="+", help="shape[+variant...], e.g. d192_v4k+bs16")
+    p.add_argument("--precisions", nargs="+", default=["bf16", "no"])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=4, help="timed steps per repetition")
+    p.add_argument("--threads", type=int, default=2)
+    p = sub.add_parser("run")
+    p.add_argument("specs", nargs="+", help="shape[+variant...], e.g. d192_v4k+lr3e3")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--mixed_precision", default="auto")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval_every", type=int, default=None)
+    p.add_argument("--seed", type=int, default=42)
+    sub.add_parser("table")
+    p = sub.add_parser("plot")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default="docs/pretrain_sweep.png")
+    p.add_argument("--title", default="validation bits/char against training tokens (fixed-step runs)")
+    args = parser.parse_args(argv)
+    if args.cmd == "speed":
+        speed_probe(args.specs, args.precisions, args.reps, args.steps, args.threads)
+    elif args.cmd == "run":
+        for spec in args.specs:
+            r = launch(spec, args.steps, "run", args.mixed_precision, args.threads, args.eval_every, args.seed)
+            shown = {k: r[k] for k in ("name", "steps", "tokens", "tokens_per_s_median_window", "bits_per_char",
+                                       "mixed_precision", "wall_s", "load_before", "load_after")}
+            print("RESULT " + json.dumps(shown), flush=True)
+    elif args.cmd == "table":
+        print_table(read_results())
+    else:
+        plot(args.runs, args.out, args.title)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
