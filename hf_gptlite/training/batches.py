@@ -115,11 +115,12 @@ def loss_shifts_labels(model: nn.Module) -> bool:
     model computes with, as transformers' Trainer does (never from tensor shapes). Unlike the Trainer, which reads
     ``loss_type`` alone, a subclass whose name names no loss (``MyModel(GPTLiteForCausalLM)``) counts as what its
     ``loss_function`` falls back to: the causal-LM loss."""
-    from transformers.loss.loss_utils import ForCausalLMLoss
+    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 
     base = _base_model(model)
-    return (_loss_function(base) is ForCausalLMLoss
-            and not getattr(getattr(base, "config", None), "is_encoder_decoder", False))
+    causal = (LOSS_MAPPING.get(getattr(base, "loss_type", None)) is ForCausalLMLoss  # the Trainer's rule: a model
+              or _loss_function(base) is ForCausalLMLoss)  # may compute its "ForCausalLM" loss with its own code
+    return causal and not getattr(getattr(base, "config", None), "is_encoder_decoder", False)
 
 
 def loss_takes_num_items(model: nn.Module) -> bool:

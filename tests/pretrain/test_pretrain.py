@@ -56,6 +56,8 @@ def test_streamed_documents_train_through_the_same_loop(corpus, tmp_path):
                       compute_metrics=lm_metrics(data.eval_num_characters)).train()
     assert metrics["global_step"] == 4 and metrics["train_tokens"] == 4 * 4 * 32
     assert metrics["eval_bits_per_char"] > 0 and metrics["eval_perplexity"] > 1
+    # every validation token is scored once: items are label tokens, not examples
+    assert metrics["eval_tokens"] == int((data.validation[:]["labels"][:, 1:] != -100).sum())
 
 
 def test_missing_and_empty_files_are_named(tmp_path):

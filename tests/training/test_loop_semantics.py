@@ -157,6 +157,8 @@ def test_a_plain_mean_loss_is_weighted_by_its_items_like_num_items_in_batch(one_
     # the classifier: a plain cross-entropy mean over examples, items = examples (labels other than -100)
     clf = GPTLiteForSequenceClassification(GPTLiteConfig.from_preset("tiny", num_labels=2))
     assert not loss_takes_num_items(clf) and not loss_shifts_labels(clf)
+    # the causal LMs (ours computes its "ForCausalLM" loss with its own block-wise code): items = labels[:, 1:]
+    assert loss_shifts_labels(W.tiny_model()) and loss_shifts_labels(W.tiny_model(W.PlainMeanForCausalLM))
     assert int(count_items({"labels": torch.tensor([0, 1, -100, 1])}, loss_shifts_labels(clf))) == 3
 
 
