@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="the full imbalanced collection instead of balanced")
     parser.add_argument("--arms", nargs="+", default=["tfidf", *ARMS], choices=["tfidf", *ARMS])
     parser.add_argument("--lm_adapt_epochs", type=float, default=None, help="override the new recipe's LM adaptation")
+    parser.add_argument("--lm_adapt_learning_rate", type=float, default=None)
     args = parser.parse_args(argv)
 
     import torch
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
         parser.error(f"no pretrained model at {pretrained} (run `gptlite-main` first, or pass --pretrained)")
     out = Path(args.output_dir)
     base = parse_config(SpamConfig, ["--config", str(REPO / "recipes" / "configs" / "finetune_spam.yaml")])
-    overrides = {k: getattr(args, k) for k in ("trainable", "num_epochs", "learning_rate", "lm_adapt_epochs")
+    overrides = {k: getattr(args, k) for k in ("trainable", "num_epochs", "learning_rate", "lm_adapt_epochs",
+                                                                  "lm_adapt_learning_rate")
                  if getattr(args, k) is not None}
     split_dir = out / ("split_full" if args.full else "split_balanced")
     splits = prepare_sms_splits(split_dir, balanced=not args.full, seed=base.split_seed)
