@@ -177,8 +177,8 @@ def speed_probe(specs: list[str], precisions: list[str], reps: int, steps: int, 
     (so a burst of load hits all of them alike); the best repetition of each is its least-disturbed speed."""
     import torch
 
-    from hf_gptlite.pretrain.config import PretrainConfig, build_model_config
     from hf_gptlite.modeling_gptlite import GPTLiteForCausalLM
+    from hf_gptlite.pretrain.config import PretrainConfig, build_model_config
     from hf_gptlite.training.optim import create_optimizer
 
     torch.set_num_threads(threads)
