@@ -323,25 +323,37 @@ def print_table(records: list[dict]) -> None:
 
 
 def plot(run_dirs: list[str], out: str, title: str) -> None:
+    """Validation bits/char of each run against training tokens seen (left) and against the estimated minutes
+    of training the same steps take on the AVX2 machine (right: the budget is 8.5 minutes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_name = {r["name"]: r for r in read_results()}
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    records = read_results()
+    sp = speeds(records)
+    by_name = {r["name"]: r for r in records}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110, sharey=True)
     for d in run_dirs:
         r = by_name[Path(d).name]
         xs, ys = zip(*r["curve"], strict=True)
-        ax.plot([x / 1e6 for x in xs], ys, "o-", ms=3, lw=1.3,
-                label=f"{r['name']} ({r['params'] / 1e6:.1f}M, final {r['bits_per_char']:.3f})")
-    ax.axhline(2.0, color="k", ls="--", lw=0.8, label="target 2.0")
-    ax.set_xlabel("training tokens seen (millions)")
-    ax.set_ylabel("validation bits per character")
-    ax.set_ylim(top=3.2)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+        label = f"{r['name']} ({r['params'] / 1e6:.1f}M, final {r['bits_per_char']:.3f})"
+        line, = left.plot([x / 1e6 for x in xs], ys, "o-", ms=3, lw=1.3, label=label)
+        key = speed_key(r["spec"])
+        avx = avx2_tokens_per_s(sp, key, 1) or avx2_tokens_per_s(sp, key, 2)
+        if avx:
+            right.plot([x / avx / 60 / 0.97 for x in xs], ys, "o-", ms=3, lw=1.3, color=line.get_color(), label=label)
+    for ax in (left, right):
+        ax.axhline(2.0, color="k", ls="--", lw=0.8)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(1.95, 2.9)
+    right.axvline(8.5, color="r", ls=":", lw=1, label="8.5-min budget")
+    left.set_xlabel("training tokens seen (millions)")
+    right.set_xlabel("estimated training minutes on the AVX2 machine (fp32, 2 cores)")
+    left.set_ylabel("validation bits per character (target 2.0)")
+    left.legend(fontsize=6.5)
+    right.legend(fontsize=6.5)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
