@@ -96,16 +96,19 @@ def main(argv=None) -> int:
         print("target " + ("MET" if all(verdict.values()) else "MISSED"))
     print(f"whole bench {total / 60:.1f} min")
     test = split_records(load_alpaca_records())["test"]
-    first = out / f"{args.arms[0]}_seed{args.seeds[0]}" / RESPONSES_FILE
-    if first.is_file():
-        rows = [json.loads(line) for line in first.read_text().splitlines() if line.strip()]
-        print(f"\nresponses of {first.parent.name} (verbatim):")
+    for arm in args.arms:
+        path = out / f"{arm}_seed{args.seeds[0]}" / RESPONSES_FILE
+        if not path.is_file():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        by_record = {(r["instruction"], r["input"]): r["model_response"] for r in rows}
+        print(f"\nresponses of {path.parent.name} (verbatim, greedy):")
         for i in args.show:
-            if i < len(rows):
+            if i < len(test):
                 r = test[i]
                 prompt = r["instruction"] + (f" / input: {r['input']}" if r.get("input") else "")
-                response = rows[i].get("response", rows[i])
-                print(f"- [{i}] {prompt!r}\n    reference: {r['output']!r}\n    response:  {response!r}")
+                print(f"- [{i}] {prompt!r}\n    reference: {r['output']!r}\n    response:  "
+                      f"{by_record.get((r['instruction'], r['input']), '(not generated)')!r}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_instruct.json").write_text(json.dumps(
         {"pretrained": str(pretrained), "seeds": args.seeds, "max_new_tokens": args.max_new_tokens,

@@ -14,6 +14,8 @@ _OWN_SPECIALS = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2)
 _GPT2_SPECIALS = dict(bos_token_id=50256, eos_token_id=50256)
 PRESETS = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128, vocab_size=512, **_OWN_SPECIALS),
+    # the CPU main job's shape (1.9M parameters), chosen by measurement: bench/sweep_pretrain.py, README "Pretraining"
+    "cpu-main": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=2, max_position_embeddings=256, vocab_size=8192, **_OWN_SPECIALS),
     "cpu-small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=256, vocab_size=8192, **_OWN_SPECIALS),
     "gpt2-small": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=1024, vocab_size=50257, **_GPT2_SPECIALS),
     "gpt2-medium": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, max_position_embeddings=1024, vocab_size=50257, **_GPT2_SPECIALS),
@@ -116,7 +118,7 @@ class GPTLiteConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GPTLiteConfig":
-        """``tiny``, ``cpu-small``, ``gpt2-small`` (124M), ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``."""
+        """``tiny``, ``cpu-main``, ``cpu-small``, ``gpt2-small`` (124M), ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})

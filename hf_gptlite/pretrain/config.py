@@ -1,6 +1,7 @@
 """The pretraining job's settings: ``PretrainConfig`` is the one home of its defaults, which are the CPU main job
-(the embedded Portuguese novels, a ~5M-parameter model, about 10 minutes on 2 cores). ``recipes/pretrain.py``,
-``gptlite-main`` and ``python -m hf_gptlite pretrain`` parse it; YAML files in ``recipes/configs/`` override it.
+(the embedded Portuguese novels, a 1.9M-parameter model chosen by measurement in bench/sweep_pretrain.py, about
+10 minutes on 2 cores). ``recipes/pretrain.py``, ``gptlite-main`` and ``python -m hf_gptlite pretrain`` parse it;
+YAML files in ``recipes/configs/`` override it.
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ class PretrainConfig(TrainingConfig):
     vocab_size: int = field(default=8192, metadata={"help": "vocabulary of the tokenizer trained here"})
     tokenizer_min_frequency: int = 2
     # ---- model
-    model_preset: str = field(default="cpu-small", metadata={"help": "tiny | cpu-small | gpt2-small | ..."})
+    model_preset: str = field(default="cpu-main", metadata={
+        "help": "tiny | cpu-main (the main job: 4 layers, hidden 128, 2 heads, context 256) | cpu-small | gpt2-small | ..."})
     hidden_size: int | None = field(default=None, metadata={"help": "overrides the preset"})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "overrides the preset"})
     num_attention_heads: int | None = field(default=None, metadata={"help": "overrides the preset"})
     intermediate_size: int | None = field(default=None, metadata={"help": "overrides the preset (None: 4x hidden)"})
     max_position_embeddings: int | None = field(default=None, metadata={"help": "overrides the preset"})
     dropout: float = field(default=0.0, metadata={"help": "hidden and attention dropout"})
+    tie_word_embeddings: bool = field(default=True, metadata={"help": "output layer shares the token embedding"})
     block_size: int | None = field(
         default=None, metadata={"help": "training context in tokens (None: the model's max_position_embeddings)"}
     )
@@ -75,7 +78,8 @@ def build_model_config(cfg: PretrainConfig, tokenizer=None) -> GPTLiteConfig:
                                               "intermediate_size", "max_position_embeddings")
                  if getattr(cfg, k) is not None}
     config = GPTLiteConfig.from_preset(
-        cfg.model_preset, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, **overrides
+        cfg.model_preset, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+        tie_word_embeddings=cfg.tie_word_embeddings, **overrides
     )
     return align_config_with_tokenizer(config, tokenizer) if tokenizer is not None else config
 

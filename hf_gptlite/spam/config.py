@@ -46,7 +46,7 @@ class SpamConfig(TrainingConfig):
         "help": "passes of causal-LM training over the training split's texts (packed) before classification; "
                 "0: off. Never reads validation or test texts"})
     lm_adapt_steps: int = field(default=0, metadata={"help": "LM-adaptation optimizer steps (> 0: overrides epochs)"})
-    lm_adapt_learning_rate: float = 1e-3
+    lm_adapt_learning_rate: float = 3e-4
     lm_adapt_batch_size: int = field(default=16, metadata={"help": "packed blocks per LM-adaptation step"})
     lm_adapt_block_size: int | None = field(default=128, metadata={"help": "LM-adaptation block (None: context)"})
     lm_adapt_warmup_steps: int = 10

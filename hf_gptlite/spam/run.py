@@ -74,7 +74,9 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
     train_loader = classification_dataloader(tokenized["train"], tokenizer, cfg.per_device_batch_size, True, cfg.seed)
     val_loader = classification_dataloader(tokenized["validation"], tokenizer, eval_bs, False)
     if state.is_main_process:
-        print(f"spam fine-tune: {cfg.model_name_or_path}{' (random init)' if cfg.from_scratch else ''}, "
+        origin = f"{cfg.model_name_or_path}{' (random init)' if cfg.from_scratch else ''}" + (
+            f" -> LM-adapted {source}" if source != cfg.model_name_or_path else "")
+        print(f"spam fine-tune: {origin}, "
               f"trainable={cfg.trainable} ({n_trainable:,} of {n_total:,} parameters); split {split_dir}: "
               + ", ".join(f"{k} {v.num_rows}" for k, v in splits.items()), flush=True)
     # validation once per epoch unless eval_steps says otherwise
