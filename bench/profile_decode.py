@@ -2,10 +2,13 @@
 
 A decoding step as generate() runs it: one new token per sequence, the attention mask grown by one column, the
 model called with the cache and logits_to_keep=1, then an argmax. After a 32-token prompt and a few warm-up steps,
-``--steps`` steps are timed without the profiler (best of ``--reps``: the machine is shared) and profiled with
-torch.profiler (the least disturbed of 3 runs). Reported per step: wall time, the self time of every ATen op (kernels + dispatch) split into
-matmuls, attention, cache writes and the rest, and Python/framework = wall - ATen (module calls, decorators, cache
-bookkeeping, output objects: everything that is not an op). With ``--compile`` (static cache), the step is
+``--steps`` steps are timed without the profiler (process CPU time: on a shared machine wall time also counts the
+waits for a core; one thread) and then profiled with torch.profiler; the models alternate, ``--reps`` times, and the
+table gives medians.
+Reported per step: that time; then, in the profiled run, Python/framework = its CPU time - the self time of every
+ATen op (module calls, decorators, cache bookkeeping, output objects: everything that is not an op) and the ATen
+time (kernels + dispatch) split into matmuls (projections, output layer), attention, cache writes and the rest. The
+profiler adds a few microseconds per op to both sides of that split. With ``--compile`` (static cache), the step is
 torch.compile(fullgraph=True)'d as generate()'s compiled decoding does; inductor's fused kernels are not ATen ops,
 so they land in the "not ATen" column there.
 
@@ -25,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from common import has_native_bf16, load_average, machine, make_config  # noqa: E402
+from common import has_native_bf16, load_average, machine, make_config, median  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from transformers import DynamicCache, StaticCache  # noqa: E402
 
@@ -92,7 +95,7 @@ def main():
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--static", action="store_true", help="StaticCache instead of DynamicCache")
     p.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True) the step (needs --static)")
@@ -112,48 +115,58 @@ def main():
     print(f"machine: {machine(torch.device('cpu'))}; native bf16 {has_native_bf16(torch.device('cpu'))}; "
           f"shape {args.shape}, batch {args.batch}, {str(dtype)[6:]} weights, "
           f"{'static' if args.static else 'dynamic'} cache{', compiled step' if args.compile else ''}; "
-          f"{args.steps} steps, best of {args.reps}; load avg {load_before}")
-    rows = []
-    for name in args.models.split(","):
+          f"{args.steps} steps, median of {args.reps}; load avg {load_before}")
+    runners, samples = {}, {}
+    names = args.models.split(",")
+    for name in names:
         model = models[name].to(dtype)
         model.set_attn_implementation("sdpa")
         compiled = torch.compile(model.forward, fullgraph=True) if args.compile else None
-        prefill, run = decode_steps(model, prompt, args.steps, args.static, compiled)
+        runners[name] = decode_steps(model, prompt, args.steps, args.static, compiled)
         for _ in range(2):  # warm-up (and compilation)
+            runners[name][0]()
+            runners[name][1]()
+        samples[name] = []
+    for r in range(args.reps):  # the models alternate, so both see the same machine
+        for name in (names if r % 2 == 0 else names[::-1]):
+            prefill, run = runners[name]
             prefill()
+            t = time.process_time()  # process CPU time: on a shared machine wall time also counts waits for a core
             run()
-        best = float("inf")
-        for _ in range(args.reps):
+            step = time.process_time() - t
             prefill()
-            t = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - t)
-        profiles = []
-        for _ in range(3):  # the least disturbed of 3 profiled runs
-            prefill()
+            t = time.process_time()
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 run()
-            profiles.append((sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("aten::")),
-                             prof))
-        prof = min(profiles, key=lambda x: x[0])[1]
-        events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-        groups = {}
-        for e in events:
-            groups[group_of(e.key)] = groups.get(group_of(e.key), 0.0) + e.self_cpu_time_total / 1e3  # ms
-        wall = 1e3 * best / args.steps
-        aten = sum(groups.values()) / args.steps
-        rows.append((name, wall, aten, {g: v / args.steps for g, v in groups.items()}))
-        if args.top:
-            print(f"\n{name}: top ATen ops over {args.steps} steps")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+            profiled = time.process_time() - t
+            groups = {}
+            for e in prof.key_averages():
+                if e.key.startswith("aten::"):
+                    groups[group_of(e.key)] = groups.get(group_of(e.key), 0.0) + e.self_cpu_time_total / 1e6
+            samples[name].append(dict(step=step, python=profiled - sum(groups.values()), aten=sum(groups.values()),
+                                      **groups))
+            if args.top and r == 0:
+                print(f"\n{name}: top ATen ops over {args.steps} steps")
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+    rows = []
+    for name in names:  # medians over repetitions, per step, ms
+        rows.append((name, *(1e3 * median([x.get(k, 0.0) for x in samples[name]]) / args.steps
+                             for k in ("step", "python", "aten")),
+                     {g: 1e3 * median([x.get(g, 0.0) for x in samples[name]]) / args.steps for g in GROUPS}
+                     | {"other ops": 1e3 * median([x.get("other ops", 0.0) for x in samples[name]]) / args.steps}))
     print(f"\nper decoding step (ms); load avg {load_before} -> {load_average()}")
-    print("| model | wall | Python + framework (wall - ATen) | ATen ops | matmul | attention | cache writes | other ops |")
+    print("| model | step, CPU time | under the profiler: Python + framework | ATen ops | matmul | attention "
+          "| cache writes | other ops |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, wall, aten, g in rows:
+    for name, step, python, aten, g in rows:
         label = "GPTLite" if name == "ours" else "GPT-2"
-        print(f"| {label} | {wall:.2f} | {max(wall - aten, 0):.2f} ({100 * max(wall - aten, 0) / wall:.0f}%) | "
-              f"{aten:.2f} | {g.get('matmul', 0):.2f} | {g.get('attention', 0):.2f} | {g.get('cache', 0):.2f} | "
+        print(f"| {label} | {step:.2f} | {python:.2f} ({100 * python / (python + aten):.0f}%) | {aten:.2f} | "
+              f"{g.get('matmul', 0):.2f} | {g.get('attention', 0):.2f} | {g.get('cache', 0):.2f} | "
               f"{g.get('other ops', 0):.2f} |")
+    if set(names) == {"ours", "gpt2"}:
+        ratios = [g["step"] / o["step"] for o, g in zip(samples["ours"], samples["gpt2"])]
+        print(f"GPT-2 step / GPTLite step, same repetition: median {median(ratios):.2f}x "
+              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
 
 
 if __name__ == "__main__":
