@@ -93,13 +93,12 @@ def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_i
 
 
 def one_query_attention(module, query, key, value, attention_mask, scaling, **kwargs):
-    """sdpa's math for a decoding step (one query per sequence) as two plain matmuls, softmax in fp32:
-    softmax(q k^T * scaling) v. On CPU, sdpa runs such a bf16 step in its flash kernel, 3-6x slower than this (batch
-    8, 12 heads, 544 cached positions: 8.8 vs 1.5 ms per layer; bench/profile_decode.py). q: (B, nh, 1, hd) ->
-    (B, 1, nh, hd). ``attention_mask``: sdpa's boolean mask (True: may attend) or an additive one.
-    k q^T rather than q k^T: the keys are a view into the cache's buffer (see cache_update), which bmm reads in place as
-    the left operand but copies as a transposed right one (B=8, 12 heads, 544 positions: 0.5 vs 2.3 ms)."""
-    scores = (key @ (query * scaling).transpose(-1, -2)).transpose(-1, -2)  # (B, nh, 1, S)
+    """sdpa's math for a bf16/fp16 decoding step on CPU over a StaticCache (one query per sequence, a fixed number of
+    positions) as two plain matmuls, softmax in fp32: softmax(q k^T * scaling) v. sdpa's flash kernel runs such a
+    step 3-10x slower on CPU (batch 8, 12 heads, 544 positions: 8.8 vs 1.5 ms per layer; bench/profile_decode.py).
+    q: (B, nh, 1, hd) -> (B, 1, nh, hd). ``attention_mask``: sdpa's boolean mask (True: may attend) or an additive
+    one."""
+    scores = (query * scaling) @ key.transpose(-1, -2)  # (B, nh, 1, S)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
@@ -113,18 +112,25 @@ def cache_update(cache: Cache, key, value, layer_idx: int):
     """``cache.update(key, value, layer_idx)`` -> all keys, values (B, nh, S, hd). A DynamicCache layer appends with
     ``torch.cat``, which copies every cached position again at every step (O(S) per token); here such a layer's
     keys/values become views of a buffer with room for 256 more positions, so a step writes only its new positions.
-    Crop, reorder, select and reset still work on the views (a layer whose tensors were replaced gets a new buffer);
-    any other cache, an offloaded one, or a compiled graph goes through ``cache.update``."""
+    On CPU, without gradients, a bf16/fp16 model's positions are stored in fp32 and its attention then runs in fp32:
+    for one query, CPU sdpa's fp32 kernel is 9-12x faster than its bf16 one (batch 1-8, 300-500 positions) and a
+    bf16 batched matmul re-creates a oneDNN primitive at every new length; converting one new position per step is
+    free, the cache takes twice the memory. Crop, reorder, select and reset still work on the views (a layer whose
+    tensors were replaced gets a new buffer); any other cache, an offloaded one, or a compiled graph goes through
+    ``cache.update``."""
     layer = cache.layers[layer_idx] if layer_idx < len(cache.layers) else None
     if type(layer) is not DynamicLayer or cache.offloading or torch.compiler.is_compiling():
         return cache.update(key, value, layer_idx)
+    dtype = key.dtype
+    if key.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and not key.requires_grad:
+        dtype = torch.float32
     past = layer.keys.shape[-2] if layer.is_initialized and layer.keys.numel() else 0
     room = getattr(layer, "room", None)  # (keys buffer, values buffer), each (B, nh, capacity, hd)
     if (past == 0 or room is None or layer.keys.data_ptr() != room[0].data_ptr()
             or layer.values.data_ptr() != room[1].data_ptr() or room[0].shape[:2] != key.shape[:2]
-            or past + key.shape[-2] > room[0].shape[-2] or room[0].dtype != key.dtype):
+            or past + key.shape[-2] > room[0].shape[-2] or room[0].dtype != dtype):
         B, nh, T, hd = key.shape
-        room = key.new_empty(B, nh, past + T + 256, hd), value.new_empty(B, nh, past + T + 256, hd)
+        room = key.new_empty(B, nh, past + T + 256, hd, dtype=dtype), value.new_empty(B, nh, past + T + 256, hd, dtype=dtype)
         if past:
             room[0][:, :, :past] = layer.keys
             room[1][:, :, :past] = layer.values
@@ -159,13 +165,15 @@ class GPTLiteAttention(nn.Module):
         B, T, H = hidden_states.shape
         qkv = self.c_attn(hidden_states).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
+        dtype = q.dtype
         if cache is not None:
-            k, v = cache_update(cache, k, v, self.layer_idx)  # (B, nh, S, hd)
+            k, v = cache_update(cache, k, v, self.layer_idx)  # (B, nh, S, hd); fp32 on CPU (see cache_update)
+            q = q.to(k.dtype)
         attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
         if (attention_fn is sdpa_attention_forward and T == 1 and q.device.type == "cpu" and not self.training
-                and q.dtype in (torch.bfloat16, torch.float16)):  # a bf16 decoding step on CPU: one_query_attention
+                and q.dtype in (torch.bfloat16, torch.float16)):  # bf16 decoding over a StaticCache on CPU
             attention_fn = one_query_attention
         out, weights = attention_fn(
             self, q, k, v, attention_mask,
@@ -173,7 +181,7 @@ class GPTLiteAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )  # out: (B, T, nh, hd)
-        out = self.resid_dropout(self.c_proj(out.reshape(B, T, H)))
+        out = self.resid_dropout(self.c_proj(out.reshape(B, T, H).to(dtype)))
         return out, weights
 
 
