@@ -5,10 +5,10 @@ model called with the cache and logits_to_keep=1, then an argmax. After a 32-tok
 ``--steps`` steps are timed without the profiler (process CPU time: on a shared machine wall time also counts the
 waits for a core; one thread) and then profiled with torch.profiler; the models alternate, ``--reps`` times, and the
 table gives medians.
-Reported per step: that time; then, in the profiled run, Python/framework = its CPU time - the self time of every
-ATen op (module calls, decorators, cache bookkeeping, output objects: everything that is not an op) and the ATen
-time (kernels + dispatch) split into matmuls (projections, output layer), attention, cache writes and the rest. The
-profiler adds a few microseconds per op to both sides of that split. With ``--compile`` (static cache), the step is
+Reported per step: that CPU time; then, in the profiled run (wall clock, as the profiler's op times), Python and
+framework = its time - the self time of every ATen op (module calls, decorators, cache bookkeeping, output objects:
+everything that is not an op) and the ATen time (kernels + dispatch) split into matmuls (projections, output
+layer), attention, cache writes and the rest. The profiler adds a few microseconds per op to both sides. With ``--compile`` (static cache), the step is
 torch.compile(fullgraph=True)'d as generate()'s compiled decoding does; inductor's fused kernels are not ATen ops,
 so they land in the "not ATen" column there.
 
@@ -83,7 +83,7 @@ def decode_steps(model, prompt, n_steps, static: bool, compiled):
             else:  # as generate(): the 2D mask grows by one column per step
                 mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
                 out = forward(input_ids=token, attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=1)
-            token = out.logits[:, -1:].argmax(-1)
+            token = out.logits[:, -1:].float().argmax(-1)  # generate() takes fp32 logits
         return token
 
     return prefill, run
@@ -135,10 +135,10 @@ def main():
             run()
             step = time.process_time() - t
             prefill()
-            t = time.process_time()
+            t = time.perf_counter()  # wall, like the profiler's op times (both include any wait for a core)
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 run()
-            profiled = time.process_time() - t
+            profiled = time.perf_counter() - t
             groups = {}
             for e in prof.key_averages():
                 if e.key.startswith("aten::"):
@@ -155,12 +155,13 @@ def main():
                      {g: 1e3 * median([x.get(g, 0.0) for x in samples[name]]) / args.steps for g in GROUPS}
                      | {"other ops": 1e3 * median([x.get("other ops", 0.0) for x in samples[name]]) / args.steps}))
     print(f"\nper decoding step (ms); load avg {load_before} -> {load_average()}")
-    print("| model | step, CPU time | under the profiler: Python + framework | ATen ops | matmul | attention "
+    print("| model | step, CPU time | profiled step | of which Python + framework | ATen ops | matmul | attention "
           "| cache writes | other ops |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, step, python, aten, g in rows:
         label = "GPTLite" if name == "ours" else "GPT-2"
-        print(f"| {label} | {step:.2f} | {python:.2f} ({100 * python / (python + aten):.0f}%) | {aten:.2f} | "
+        print(f"| {label} | {step:.2f} | {python + aten:.2f} | {python:.2f} ({100 * python / (python + aten):.0f}%) | "
+              f"{aten:.2f} | "
               f"{g.get('matmul', 0):.2f} | {g.get('attention', 0):.2f} | {g.get('cache', 0):.2f} | "
               f"{g.get('other ops', 0):.2f} |")
     if set(names) == {"ours", "gpt2"}:
