@@ -181,8 +181,8 @@ class GPTLiteAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )  # out: (B, T, nh, hd)
-        out = self.resid_dropout(self.c_proj(out.reshape(B, T, H).to(dtype)))
-        return out, weights
+        out = self.c_proj(out.reshape(B, T, H).to(dtype))
+        return (self.resid_dropout(out) if self.training else out), weights
 
 
 class GPTLiteMLP(nn.Module):
@@ -195,7 +195,8 @@ class GPTLiteMLP(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        x = self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.dropout(x) if self.training else x  # dropout modules are a call each, even when off
 
 
 class GPTLiteBlock(GradientCheckpointingLayer):
@@ -311,7 +312,9 @@ class GPTLiteModel(GPTLitePreTrainedModel):
             else:
                 position_ids = (torch.arange(T, device=inputs_embeds.device) + past).unsqueeze(0)
         # .to(): with a device_map the position embedding may sit on another device than the token embedding
-        hidden_states = self.drop(inputs_embeds + self.wpe(position_ids).to(inputs_embeds.device))
+        hidden_states = inputs_embeds + self.wpe(position_ids).to(inputs_embeds.device)
+        if self.training:
+            hidden_states = self.drop(hidden_states)
 
         # None (pure causal: kernels use is_causal), a 4D additive mask, or a flex BlockMask. Nothing padded, sdpa, a
         # growing cache (or none) and one new token or an empty cache: None without create_causal_mask's checks.
