@@ -9,7 +9,8 @@ It runs, each in its own process: bench/train_step.py (both shapes), bench/gener
 tokens) and bench/profile_decode.py (a decoding step, cpu-small and 124M, batch 1), then writes: the machine (lscpu
 model name, AVX-512-BF16 yes/no), the load average around every run, the targets with the measured paired ratio
 and its distance to the target, and the tables. Targets are judged on the default cache (generate()'s dynamic one)
-and the wall-clock paired ratio; the CPU-time ratio is in the tables next to it.
+and the wall-clock paired ratio; the CPU-time ratio is in the tables next to it. --write also rewrites the two
+performance rows of "Results at a glance".
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def main():
         train = ["--shapes", "small,124m", "--reps", "7"]
         small = ["--shape", "cpu-small", "--batches", "1,8", "--new-tokens", "128,512", "--reps", "7"]
         big = ["--shape", "124m", "--batches", "1,8", "--new-tokens", "128", "--reps", "5", "--no-cache-tokens", ""]
-        profiles = [["--shape", "cpu-small", "--steps", "128"], ["--shape", "124m", "--steps", "16", "--reps", "5"]]
+        profiles = [["--shape", "cpu-small", "--steps", "128"], ["--shape", "124m", "--steps", "16", "--reps", "5"],
+                    ["--shape", "124m", "--batch", "8", "--steps", "16", "--reps", "5"]]
 
     tr, _ = run("train_step.py", *train, log=log)
     g_small, _ = run("generate.py", *small, *compile_flag, log=log)
@@ -138,13 +140,49 @@ def main():
     lines.append(END)
     block = "\n".join(lines)
     print(block)
+
+    # the two rows of "Results at a glance"
+    def gen_ratios(B):
+        return " / ".join(", ".join(f"{r['ratio']:.2f}×" for r in g["rows"] if r["mode"] == "dynamic" and r["B"] == B)
+                          for g in (g_small, g_big))
+
+    def gen_verdicts(B):
+        got = [r["ratio"] for g in (g_small, g_big) for r in g["rows"] if r["mode"] == "dynamic" and r["B"] == B]
+        return "met" if min(got) >= GEN_TARGET[B] else f"**missed** (lowest {min(got):.2f}×)"
+
+    ours_train = [r for r in tr["rows"] if r["variant"] == "ours"]
+    train_ratios = " / ".join(f"{r['ratio']:.2f}×" for r in ours_train)
+    train_mfu = " / ".join(f"{100 * r['mfu']:.0f}%" for r in ours_train)
+    train_verdicts = " / ".join("met" if r["ratio"] >= TRAIN_TARGET else f"**missed by {TRAIN_TARGET - r['ratio']:.2f}**"
+                                for r in ours_train)
+    nocache_ratios = ", ".join(f"{r['nocache_ratio']:.1f}×" for r in nocache) or "–"
+    nocache_verdicts = ", ".join("met" if r["nocache_ratio"] >= NO_CACHE_TARGET
+                                 else f"**missed by {NO_CACHE_TARGET - r['nocache_ratio']:.1f}**" for r in nocache) or "–"
+    glance = {
+        "| training step vs `GPT2LMHeadModel`":
+            f"| training step vs `GPT2LMHeadModel`, same precision ({tr['precision']}), fused AdamW, sdpa "
+            f"({' / '.join(r['shape'] for r in ours_train)}, ctx {tr['seq']}) | `python bench/perf_report.py` | "
+            f"{train_ratios}; MFU {train_mfu} of the measured {tr['precision']} peak | ≥ 1.1× — {train_verdicts} |",
+        "| cached generation vs `GPT2LMHeadModel.generate`":
+            f"| cached generation vs `GPT2LMHeadModel.generate`, both {g_small['dtype']}, sdpa, generate()'s cache "
+            f"({g_small['shape']} 128, 512 new tokens / {g_big['shape']} 128) | `python bench/perf_report.py` | "
+            f"batch 1: {gen_ratios(1)}; batch 8: {gen_ratios(8)}; cache vs no-cache loop at 512 tokens: "
+            f"{nocache_ratios} | ≥ 1.2× batch 1: {gen_verdicts(1)}; ≥ 1.3× batch 8: {gen_verdicts(8)}; "
+            f"≥ 10×: {nocache_verdicts} |",
+    }
+    for row in glance.values():
+        print(row)
     if args.write:
         readme = REPO / "README.md"
         text = readme.read_text()
         if START not in text or END not in text:
             raise SystemExit(f"README.md has no {START} ... {END} block")
         head, rest = text.split(START, 1)
-        readme.write_text(head + block + rest.split(END, 1)[1])
+        text = head + block + rest.split(END, 1)[1]
+        lines = text.splitlines()
+        for prefix, row in glance.items():
+            lines = [row if line.startswith(prefix) else line for line in lines]
+        readme.write_text("\n".join(lines) + "\n")
         log("README.md updated")
 
 
