@@ -12,7 +12,8 @@ Each repetition runs GPTLite and GPT-2 back to back (alternating who goes first)
 ratio: the median over repetitions of GPT-2's time / GPTLite's time IN THE SAME REPETITION, so drift of a shared
 machine cancels. "CPU-time ratio" is the same ratio of process CPU time (one thread: the time the process actually
 ran, not the time it waited for a core). TTFT = a generate() call with max_new_tokens=1. The book's loop without a
-cache (re-runs the whole context every step) is timed at batch 1, GPTLite only.
+cache (re-runs the whole context every step) is timed at batch 1, GPTLite only, each run next to a cached
+generate() of the same length; "cache ×" is the median of those paired ratios.
 
 Threads: on CPU the default is 1. A decoding step is hundreds of small ops; on 2 cores shared with other work, a
 second OpenMP thread waits at every parallel region for a core (measured 3-6x slower at load average 5).
@@ -24,6 +25,7 @@ second OpenMP thread waits at every parallel region for a core (measured 3-6x sl
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -62,12 +64,13 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
-def cache_kwargs(mode: str) -> dict:
+def cache_kwargs(mode: str, device: torch.device) -> dict:
     if mode == "dynamic":
         return {}
     if mode == "static":
         return dict(cache_implementation="static", disable_compile=True)
-    compiled = CompileConfig(fullgraph=True, mode="default")  # reduce-overhead (CUDA graphs) is for GPUs
+    # transformers' default for compiled decoding is reduce-overhead (CUDA graphs): GPU only
+    compiled = CompileConfig(fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else "default")
     compiled._compile_all_devices = True  # transformers only auto-compiles on accelerators otherwise
     return dict(cache_implementation="static", compile_config=compiled)
 
@@ -83,9 +86,11 @@ def main():
     p.add_argument("--caches", default="dynamic,static", help="dynamic,static (and static+compiled with --compile)")
     p.add_argument("--compile", action="store_true", help="add static+compiled (compiles once per model and batch)")
     p.add_argument("--no-cache-tokens", default="512", help="new-token counts for the no-cache loop at batch 1 ('')")
+    p.add_argument("--no-cache-reps", type=int, default=2, help="no-cache runs, each paired with a cached one")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU, see above)")
     p.add_argument("--markdown", action="store_true", help="print only the README table")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
     device = pick_device(args.device)
     threads = args.threads or (1 if device.type == "cpu" else torch.get_num_threads())
@@ -115,7 +120,7 @@ def main():
     def run(name, B, n, mode):
         ids = prompts[B]
         return timed(lambda: models[name].generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                                   do_sample=False, **cache_kwargs(mode)), device)
+                                                   do_sample=False, **cache_kwargs(mode, device)), device)
 
     log(f"machine: {machine(device)}; native bf16: {has_native_bf16(device)}; {dtype_name} weights for both; "
         f"shape {args.shape}; load avg {load_before}")
@@ -131,6 +136,9 @@ def main():
                 for name in (("ours", "gpt2") if r % 2 == 0 else ("gpt2", "ours")):
                     ttft[name].append(run(name, B, 1, mode)[0])
             for n in new_tokens:
+                if mode != "dynamic":  # a static cache of another length is another graph: compile it untimed
+                    for name in models:
+                        run(name, B, n, mode)
                 wall, cpu, outs = {name: [] for name in models}, {name: [] for name in models}, {}
                 for r in range(args.reps):
                     for name in (("ours", "gpt2") if r % 2 == 0 else ("gpt2", "ours")):
@@ -147,14 +155,20 @@ def main():
                            **{name: B * n / median(wall[name]) for name in models},
                            **{f"{name}_spread": spread_pct(wall[name]) for name in models})
                 if mode == "dynamic" and B == 1 and str(n) in args.no_cache_tokens.split(","):
-                    secs, _, out = timed(lambda n=n: generate_no_cache(models["ours"], prompts[1], n), device)
-                    row["nocache"] = n / secs
-                    row["nocache_same"] = (out[:, args.prompt:] == new).float().mean().item()
+                    loop, cached = [], []  # paired again: each no-cache run next to a cached one
+                    for _ in range(args.no_cache_reps):
+                        loop.append(timed(lambda n=n: generate_no_cache(models["ours"], prompts[1], n), device))
+                        cached.append(run("ours", B, n, mode))
+                    row["nocache"] = n / median([w for w, _, _ in loop])
+                    row["nocache_ratio"] = median([w / c[0] for (w, _, _), c in zip(loop, cached)])
+                    row["nocache_cpu_ratio"] = median([c / cc[1] for (_, c, _), cc in zip(loop, cached)])
+                    row["nocache_same"] = (loop[0][2][:, args.prompt:] == new).float().mean().item()
                 log(f"[{mode}] batch {B}, {n} new: GPTLite {row['ours']:.1f} tok/s ±{row['ours_spread']:.1f}%, "
                     f"GPT-2 {row['gpt2']:.1f} ±{row['gpt2_spread']:.1f}%, paired ratio {row['ratio']:.2f}x "
                     f"±{row['ratio_spread']:.1f}% (CPU time {row['cpu_ratio']:.2f}x), same tokens {row['same']:.0%}"
-                    + (f", no-cache loop {row['nocache']:.1f} tok/s ({row['ours'] / row['nocache']:.1f}x; same "
-                       f"tokens {row['nocache_same']:.0%})" if row["nocache"] else "") + f"; load {load_average()}")
+                    + (f", no-cache loop {row['nocache']:.1f} tok/s (cache {row['nocache_ratio']:.1f}x faster, CPU "
+                       f"time {row['nocache_cpu_ratio']:.1f}x; same tokens {row['nocache_same']:.0%})"
+                       if row["nocache"] else "") + f"; load {load_average()}")
                 rows.append(row)
     load_after = load_average()
 
@@ -167,16 +181,22 @@ def main():
         f"--reps {args.reps} --dtype {args.dtype} --threads {threads}{' --compile' if args.compile else ''}`",
         "",
         "| cache | batch | new tokens | GPTLite tok/s | GPT-2 tok/s | × GPT-2 (paired) | × GPT-2 (CPU time) "
-        "| same greedy tokens | TTFT GPTLite / GPT-2 (ms) | no-cache loop tok/s (cache ×) |",
+        "| same greedy tokens | TTFT GPTLite / GPT-2 (ms) | no-cache loop tok/s (cache ×, paired) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ttft = f"{1e3 * r['ttft']['ours']:.1f} / {1e3 * r['ttft']['gpt2']:.1f}" if r["ttft"] else "–"
-        nc = f"{r['nocache']:.1f} ({r['ours'] / r['nocache']:.1f}×)" if r["nocache"] else "–"
+        nc = f"{r['nocache']:.1f} ({r['nocache_ratio']:.1f}×, CPU time {r['nocache_cpu_ratio']:.1f}×)" if r["nocache"] else "–"
+        cpu_ratio = f"{r['cpu_ratio']:.2f}×" if device.type == "cpu" else "–"  # CPU time means nothing on a GPU
         lines.append(f"| {r['mode']} | {r['B']} | {r['n']} | {r['ours']:.1f} ±{r['ours_spread']:.0f}% | "
                      f"{r['gpt2']:.1f} ±{r['gpt2_spread']:.0f}% | **{r['ratio']:.2f}×** ±{r['ratio_spread']:.0f}% | "
-                     f"{r['cpu_ratio']:.2f}× | {r['same']:.0%} | {ttft} | {nc} |")
+                     f"{cpu_ratio} | {r['same']:.0%} | {ttft} | {nc} |")
     print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=machine(device), native_bf16=has_native_bf16(device), dtype=dtype_name,
+                           shape=args.shape, load_before=load_before, load_after=load_after, threads=threads,
+                           rows=rows, table="\n".join(lines)), f, indent=1)
 
 
 if __name__ == "__main__":

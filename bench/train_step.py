@@ -10,7 +10,10 @@ MFU = 6 * N * tokens/s / peak, with N = every parameter except the position embe
 counted once, as the output layer's matmul) and the attention-score FLOPs not counted; the peak is the best
 FLOP/s of a large torch.mm IN THE DTYPE THE RUN USES (bf16 or fp32), measured by this script on this machine.
 
-    python bench/train_step.py                       # both shapes, CPU defaults (a few minutes on 2 cores)
+Threads: 1 by default on CPU (as bench/generate.py; on 2 cores shared with other work a second OpenMP thread waits
+at every parallel region: measured 5-6x slower at load average 4-5); --threads 2 on a quiet machine.
+
+    python bench/train_step.py                       # both shapes, CPU defaults (a few minutes)
     python bench/train_step.py --shapes small --reps 9 --markdown
     python bench/train_step.py --precision no        # force fp32 for both (the AVX2 machines' path)
     python bench/train_step.py --variants gpt2,ours,gpt2-compiled,ours-compiled --shapes small
@@ -20,6 +23,7 @@ FLOP/s of a large torch.mm IN THE DTYPE THE RUN USES (bf16 or fp32), measured by
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -134,13 +138,15 @@ def main():
     p.add_argument("--steps", type=int, default=None, help="timed steps per repetition (default: CPU 4, GPU 20)")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU: see bench/generate.py)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of one step per variant")
     p.add_argument("--markdown", action="store_true", help="print only the README table")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     gpu = device.type == "cuda"
+    args.threads = args.threads or (torch.get_num_threads() if gpu else 1)
+    torch.set_num_threads(args.threads)
     batch = {"small": 32 if gpu else 4, "124m": 16 if gpu else 2, "cpu-small": 32 if gpu else 8}
     if args.batch:
         batch.update({k: int(v) for k, v in (kv.split("=") for kv in args.batch.split(","))})
@@ -154,7 +160,7 @@ def main():
         if v not in VARIANTS:
             raise SystemExit(f"unknown variant {v!r}; choose from {sorted(VARIANTS)}")
     load_before = load_average()
-    peak = matmul_peak_flops(device, dtype=torch.bfloat16 if bf16 else torch.float32)
+    peak = matmul_peak_flops(device, n=8192 if gpu else 2048, dtype=torch.bfloat16 if bf16 else torch.float32)
     dtype_name = "bf16" if bf16 else "fp32"
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.markdown else print
     log(f"machine: {machine(device)}; native bf16: {has_native_bf16(device)}; precision {dtype_name} for both; "
@@ -199,9 +205,9 @@ def main():
         f"Machine: {machine(device)}; native bf16: {has_native_bf16(device)}; both sides {dtype_name}, fused AdamW, "
         f"sdpa; {dtype_name} `torch.mm` peak measured {peak / 1e9:.1f} GFLOP/s; load average before/after "
         f"{load_before} → {load_after}.",
-        f"Context {args.seq}, {steps} steps × {args.reps} repetitions (median; ± = half the inter-quartile range); "
-        f"`python bench/train_step.py --shapes {args.shapes} --reps {args.reps} --precision {args.precision} "
-        f"--variants {','.join(variants)}`",
+        f"Context {args.seq}, {steps} steps × {args.reps} repetitions (median; ± = half the inter-quartile range), "
+        f"{args.threads} thread(s); `python bench/train_step.py --shapes {args.shapes} --reps {args.reps} "
+        f"--precision {args.precision} --variants {','.join(variants)} --threads {args.threads}`",
         "",
         f"| shape | batch | implementation | tokens/s | × GPT-2 (per-rep ratio, median) | MFU ({dtype_name} peak) | {mem_name} |",
         "|---|---|---|---|---|---|---|",
@@ -211,12 +217,18 @@ def main():
         base = next((x for x in rows if x["shape"] == r["shape"] and x["variant"] == base_name), None)
         if base:  # paired ratio: the same repetition ran both, so the machine's drift cancels
             ratios = [b / t for t, b in zip(r["times"], base["times"])]
+            r["ratio"], r["ratio_spread"] = median(ratios), spread_pct(ratios)
             ratio = f"{median(ratios):.2f}× (±{spread_pct(ratios):.1f}%)"
         else:
             ratio = "–"
         lines.append(f"| {r['shape']} | {r['batch']} | {VARIANTS[r['variant']]} | {r['tps']:.0f} ±{r['spread']:.1f}% "
                      f"| {ratio} | {100 * r['mfu']:.0f}% | {r['mem']:.0f} |")
     print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(machine=machine(device), native_bf16=has_native_bf16(device), precision=dtype_name,
+                           peak_flops=peak, load_before=load_before, load_after=load_after, threads=args.threads, seq=args.seq,
+                           rows=rows, table="\n".join(lines)), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ class _BlockwiseCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, ignore_index):
-        ctx.rows = max(1, 2**20 // logits.shape[1])  # fp32 blocks of ~4 MB stay in cache
+        # fp32 blocks of ~4 MB stay in a CPU's cache; on a GPU, few large blocks (each block is a few kernel launches)
+        ctx.rows = max(1, (2**20 if logits.device.type == "cpu" else 2**26) // logits.shape[1])
         lse = torch.cat([torch.logsumexp(block.float(), dim=-1) for block in logits.split(ctx.rows)])  # (N,)
         keep = labels != ignore_index
         labels = labels.where(keep, 0)
@@ -93,10 +94,11 @@ def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_i
 
 
 def one_query_attention(module, query, key, value, attention_mask, scaling, **kwargs):
-    """sdpa's math for a decoding step (one query per sequence) as two plain matmuls, softmax in fp32:
-    softmax(q k^T * scaling) v. On CPU, sdpa runs such a bf16 step in its flash kernel, 3-6x slower than this (batch
-    8, 12 heads, 544 cached positions: 8.8 vs 1.5 ms per layer; bench/profile_decode.py). q: (B, nh, 1, hd) ->
-    (B, 1, nh, hd). ``attention_mask``: sdpa's boolean mask (True: may attend) or an additive one."""
+    """sdpa's math for a bf16/fp16 decoding step on CPU over a StaticCache (one query per sequence, a fixed number of
+    positions) as two plain matmuls, softmax in fp32: softmax(q k^T * scaling) v. sdpa's flash kernel runs such a
+    step 3-10x slower on CPU (batch 8, 12 heads, 544 positions: 8.8 vs 1.5 ms per layer; bench/profile_decode.py).
+    q: (B, nh, 1, hd) -> (B, 1, nh, hd). ``attention_mask``: sdpa's boolean mask (True: may attend) or an additive
+    one."""
     scores = (query * scaling) @ key.transpose(-1, -2)  # (B, nh, 1, S)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
@@ -111,18 +113,25 @@ def cache_update(cache: Cache, key, value, layer_idx: int):
     """``cache.update(key, value, layer_idx)`` -> all keys, values (B, nh, S, hd). A DynamicCache layer appends with
     ``torch.cat``, which copies every cached position again at every step (O(S) per token); here such a layer's
     keys/values become views of a buffer with room for 256 more positions, so a step writes only its new positions.
-    Crop, reorder, select and reset still work on the views (a layer whose tensors were replaced gets a new buffer);
-    any other cache, an offloaded one, or a compiled graph goes through ``cache.update``."""
+    On CPU, without gradients, a bf16/fp16 model's positions are stored in fp32 and its attention then runs in fp32:
+    for one query, CPU sdpa's fp32 kernel is 9-12x faster than its bf16 one (batch 1-8, 300-500 positions) and a
+    bf16 batched matmul re-creates a oneDNN primitive at every new length; converting one new position per step is
+    free, the cache takes twice the memory. Crop, reorder, select and reset still work on the views (a layer whose
+    tensors were replaced gets a new buffer); any other cache, an offloaded one, or a compiled graph goes through
+    ``cache.update``."""
     layer = cache.layers[layer_idx] if layer_idx < len(cache.layers) else None
     if type(layer) is not DynamicLayer or cache.offloading or torch.compiler.is_compiling():
         return cache.update(key, value, layer_idx)
+    dtype = key.dtype
+    if key.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and not key.requires_grad:
+        dtype = torch.float32
     past = layer.keys.shape[-2] if layer.is_initialized and layer.keys.numel() else 0
     room = getattr(layer, "room", None)  # (keys buffer, values buffer), each (B, nh, capacity, hd)
     if (past == 0 or room is None or layer.keys.data_ptr() != room[0].data_ptr()
             or layer.values.data_ptr() != room[1].data_ptr() or room[0].shape[:2] != key.shape[:2]
-            or past + key.shape[-2] > room[0].shape[-2] or room[0].dtype != key.dtype):
+            or past + key.shape[-2] > room[0].shape[-2] or room[0].dtype != dtype):
         B, nh, T, hd = key.shape
-        room = key.new_empty(B, nh, past + T + 256, hd), value.new_empty(B, nh, past + T + 256, hd)
+        room = key.new_empty(B, nh, past + T + 256, hd, dtype=dtype), value.new_empty(B, nh, past + T + 256, hd, dtype=dtype)
         if past:
             room[0][:, :, :past] = layer.keys
             room[1][:, :, :past] = layer.values
@@ -157,13 +166,15 @@ class GPTLiteAttention(nn.Module):
         B, T, H = hidden_states.shape
         qkv = self.c_attn(hidden_states).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
+        dtype = q.dtype
         if cache is not None:
-            k, v = cache_update(cache, k, v, self.layer_idx)  # (B, nh, S, hd)
+            k, v = cache_update(cache, k, v, self.layer_idx)  # (B, nh, S, hd); fp32 on CPU (see cache_update)
+            q = q.to(k.dtype)
         attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
         if (attention_fn is sdpa_attention_forward and T == 1 and q.device.type == "cpu" and not self.training
-                and q.dtype in (torch.bfloat16, torch.float16)):  # a bf16 decoding step on CPU: one_query_attention
+                and q.dtype in (torch.bfloat16, torch.float16)):  # bf16 decoding over a StaticCache on CPU
             attention_fn = one_query_attention
         out, weights = attention_fn(
             self, q, k, v, attention_mask,
@@ -171,8 +182,8 @@ class GPTLiteAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )  # out: (B, T, nh, hd)
-        out = self.resid_dropout(self.c_proj(out.reshape(B, T, H)))
-        return out, weights
+        out = self.c_proj(out.reshape(B, T, H).to(dtype))
+        return (self.resid_dropout(out) if self.training else out), weights
 
 
 class GPTLiteMLP(nn.Module):
@@ -185,7 +196,8 @@ class GPTLiteMLP(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        x = self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.dropout(x) if self.training else x  # dropout modules are a call each, even when off
 
 
 class GPTLiteBlock(GradientCheckpointingLayer):
@@ -301,7 +313,9 @@ class GPTLiteModel(GPTLitePreTrainedModel):
             else:
                 position_ids = (torch.arange(T, device=inputs_embeds.device) + past).unsqueeze(0)
         # .to(): with a device_map the position embedding may sit on another device than the token embedding
-        hidden_states = self.drop(inputs_embeds + self.wpe(position_ids).to(inputs_embeds.device))
+        hidden_states = inputs_embeds + self.wpe(position_ids).to(inputs_embeds.device)
+        if self.training:
+            hidden_states = self.drop(hidden_states)
 
         # None (pure causal: kernels use is_causal), a 4D additive mask, or a flex BlockMask. Nothing padded, sdpa, a
         # growing cache (or none) and one new token or an empty cache: None without create_causal_mask's checks.

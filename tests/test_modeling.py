@@ -174,6 +174,39 @@ def test_cache_grows_in_place_and_holds_what_concatenation_would():
         assert cache.get_seq_length() == 301
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_bf16_decoding_on_cpu_follows_the_full_forward(static):
+    """A bf16 model on CPU: a DynamicCache keeps fp32 keys/values (the attention of a decoding step then runs in fp32,
+    cache_update), a StaticCache its bf16 ones (one_query_attention); either way the cached steps give the logits of
+    a full forward, to bf16 precision."""
+    from transformers import DynamicCache, StaticCache
+
+    torch.manual_seed(0)
+    ours = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny")).eval().to(torch.bfloat16)
+    x = torch.randint(3, 512, (2, 40))
+    with torch.no_grad():
+        full = ours(x).logits.float()
+        cache = StaticCache(config=ours.config, max_cache_len=40) if static else DynamicCache(config=ours.config)
+        steps = [ours(x[:, :8], cache=cache, use_cache=True).logits]
+        steps += [ours(x[:, t:t + 1], cache=cache, use_cache=True).logits for t in range(8, 40)]
+    assert cache.layers[0].keys.dtype == (torch.bfloat16 if static else torch.float32)
+    torch.testing.assert_close(torch.cat(steps, 1).float(), full, atol=0.05, rtol=0.05)
+    with torch.no_grad():
+        ours.set_attn_implementation("eager")  # any attention function gets q, k, v in one dtype
+        eager = ours(x[:, :8], cache=DynamicCache(config=ours.config), use_cache=True).logits.float()
+    torch.testing.assert_close(eager, full[:, :8], atol=0.05, rtol=0.05)
+
+
+def test_the_cache_keeps_the_dtype_of_keys_that_need_gradients():
+    from transformers import DynamicCache
+
+    ours = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny")).to(torch.bfloat16)
+    x = torch.randint(3, 512, (2, 6))
+    out = ours(x, labels=x, cache=DynamicCache(config=ours.config), use_cache=True)
+    assert out.cache.layers[0].keys.dtype == torch.bfloat16
+    out.loss.backward()
+
+
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_left_padded_batch_generation_equals_single_prompts(attn):
     ours = GPTLiteForCausalLM.from_gpt2(random_gpt2(seed=5)).eval()
