@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
-import subprocess
 import time
 
 import torch
+from cpu import cpu_name
 
 from hf_gptlite import GPTLiteConfig
 
@@ -45,13 +44,7 @@ def sync(device: torch.device):
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or "cpu"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
-    return f"{model}, {torch.get_num_threads()} threads ({torch.backends.cpu.get_cpu_capability()})"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def has_native_bf16(device: torch.device) -> bool:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from cpu import cpu_line  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
         return statistics.mean(xs), min(xs), max(xs)
 
     print(f"\ninstruction benchmark (seeds {args.seeds}, pretrained={pretrained}, test records "
-          f"{args.max_test_records or 'all'}, max_new_tokens {args.max_new_tokens}, load average {os.getloadavg()})")
+          f"{args.max_test_records or 'all'}, max_new_tokens {args.max_new_tokens})\n{cpu_line()}")
     print("| arm | validation loss, mean (min-max) | ROUGE-L F1, mean (min-max) | fine-tune s / eval s (all seeds) |")
     print("|---|---|---|---|")
     for arm in results:

@@ -18,33 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpu import cpu_flag, cpu_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 START, END = "<!-- perf-report:start -->", "<!-- perf-report:end -->"
 TRAIN_TARGET, GEN_TARGET = 1.1, {1: 1.2, 8: 1.3}
 NO_CACHE_TARGET = 10.0
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
-def cpu_flag(flag: str) -> str:
-    try:
-        return "yes" if re.search(rf"\b{flag}\b", open("/proc/cpuinfo").read()) else "no"
-    except OSError:
-        return "unknown"
 
 
 def run(script: str, *args: str, log) -> tuple[dict | None, str]:

@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu import cpu_line  # noqa: E402
+
 TARGET_BITS_PER_CHAR = 2.0
 TARGET_MINUTES = 10.0
 
@@ -71,7 +74,7 @@ def main() -> None:
         ("bits/char vs target (ratio)", f"{bpc / TARGET_BITS_PER_CHAR:.3f}" if bpc is not None else "n/a"),
     ]
     width = max(len(k) for k, _ in rows)
-    print(f"\npretraining benchmark: {run}")
+    print(f"\npretraining benchmark: {run}\n{cpu_line()}")
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     if "sample" in metrics:

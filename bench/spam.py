@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from cpu import cpu_line  # noqa: E402
 
 TARGET_MINUTES = 10.0
 ARMS = {  # name -> (label, from_scratch, LM adaptation on)
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     settings = {**{k: getattr(base, k) for k in keys}, **overrides, "adaptation arms": adapt}
     print(f"\nspam benchmark ({'full' if args.full else 'balanced'} split, test n={splits['test'].num_rows}, "
           f"seeds {args.seeds}, pretrained={pretrained}, {settings})")
-    print(f"load average {os.getloadavg()}")
+    print(cpu_line())
     print(f"| {'method':<38} | {'test acc (mean, min-max)':<25} | {'test F1':>7} | {'wall s (all seeds)':>18} |")
     print(f"|{'-' * 40}|{'-' * 27}|{'-' * 9}|{'-' * 20}|")
     for r in results.values():

@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from cpu import cpu_line  # noqa: E402
+
 SWEEP_DIR = REPO / "runs" / "sweep"
 RESULTS = SWEEP_DIR / "results.jsonl"
 BUDGET_S = 8.5 * 60
@@ -163,7 +166,7 @@ def launch(spec: str, steps: int, kind: str, mixed_precision: str, threads: int,
         "train_loss": metrics.get("train_loss"), "params": metrics["num_parameters"],
         "mixed_precision": metrics["mixed_precision"], "threads": threads, "seed": seed,
         "wall_s": round(wall, 1), "load_before": load_before, "load_after": load_average(), "curve": curve,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": cpu_line(),
     }
     SWEEP_DIR.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as f:
@@ -227,7 +230,7 @@ def speed_probe(specs: list[str], precisions: list[str], reps: int, steps: int, 
         records.append(rec)
         print(f"{rec['name']:<28} best {rec['tokens_per_s_best']:8,.0f} tok/s  median {rec['tokens_per_s_median']:8,.0f}"
               f"  ({rec['params'] / 1e6:.2f}M params)", flush=True)
-    print(f"load average before {load_before}, after {load_average()}")
+    print(f"load average before {load_before}, after {load_average()}\n{cpu_line()}")
     SWEEP_DIR.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as f:
         for rec in records:
@@ -394,6 +397,7 @@ def main(argv=None) -> int:
             shown = {k: r[k] for k in ("name", "steps", "tokens", "tokens_per_s_median_window", "bits_per_char",
                                        "mixed_precision", "wall_s", "load_before", "load_after")}
             print("RESULT " + json.dumps(shown), flush=True)
+        print(cpu_line())
     elif args.cmd == "table":
         print_table(read_results())
     else:

@@ -10,7 +10,12 @@ call per paragraph, and the compression (bytes and words per token).
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu import cpu_line  # noqa: E402
 
 from hf_gptlite.data.text import clean_book_text, default_corpus_files, read_text_files
 from hf_gptlite.tokenization import train_bpe_tokenizer
@@ -37,6 +42,7 @@ def main():
     texts = [clean_book_text(t) for t in read_text_files(default_corpus_files())]
     paragraphs = [p for t in texts for p in t.split("\n")]
     megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    print(cpu_line())
     print(f"corpus: {len(texts)} cleaned novels, {megabytes:.2f} MB, {len(paragraphs)} paragraphs; "
           f"{os.cpu_count()} CPU cores visible, load average {os.getloadavg()[0]:.1f}")
 
