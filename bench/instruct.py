@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max_test_records", type=int, default=None, help="evaluate the first N test records")
     parser.add_argument("--num_epochs", type=float, default=None, help="override the fine-tune's epochs")
     parser.add_argument("--arms", nargs="+", default=["pretrained", "scratch"], choices=["pretrained", "scratch"])
-    parser.add_argument("--show", type=int, nargs="+", default=[0, 3, 13],
+    parser.add_argument("--show", type=int, nargs="+", default=[81, 3, 0],
                         help="test-record indices whose responses are printed")
     args = parser.parse_args(argv)
 

@@ -16,7 +16,7 @@ from ..training import TrainingConfig
 class PretrainConfig(TrainingConfig):
     # ---- where the run goes and how long it trains (the CPU main job's defaults)
     output_dir: str = field(default="runs/pretrain_pt", metadata={"help": "run folder (checkpoints, logs, model)"})
-    max_steps: int = field(default=2000, metadata={"help": "optimizer updates (a cap: the time budget binds first on CPU)"})
+    max_steps: int = field(default=5000, metadata={"help": "optimizer updates, a cap (2 CPU cores fit ~950-3,500 in the time budget)"})
     max_train_minutes: float | None = field(
         default=8.5, metadata={"help": "time budget in minutes (0: none); lowers max_steps and the cosine horizon to fit"}
     )
