@@ -168,7 +168,7 @@ def is_user_error(exc: BaseException) -> bool:
 
 def run_entry_point(fn: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
     """Call ``fn(argv)``: the one error wrapper of every command line. Returns the exit status: 0 on success
-    (and for ``--help``), 2 for a user error, printed as one ``error: ...`` line on stderr (with the traceback
+    (and for ``--help``), 130 for Ctrl-C, 2 for a user error, printed as one ``error: ...`` line on stderr (with the traceback
     before it under ``--debug`` / ``GPTLITE_DEBUG=1``). Any other exception is a bug and propagates with its
     traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -176,6 +176,11 @@ def run_entry_point(fn: Callable[[list[str]], object], argv: list[str] | None = 
     argv = [a for a in argv if a != "--debug"]
     try:
         fn(argv)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for SIGINT, not a traceback
+        sys.stdout.flush()
+        print("\ninterrupted (Ctrl-C); checkpoints already written are complete (they are written atomically)",
+              file=sys.stderr, flush=True)
+        return 130
     except SystemExit as e:  # argparse's --help (0); anything else that chose its own exit status
         if e.code is None or isinstance(e.code, int):
             return e.code or 0

@@ -278,6 +278,8 @@ def _unreachable_hub(w):
 MISTAKES = [
     Mistake("fp8 mixed precision", "pretrain", lambda w: _pre(w, w.root / "m1", "--mixed_precision", "fp8"),
             lambda w: "got 'fp8'", lambda w: w.root / "m1"),
+    Mistake("unknown tracker", "pretrain", lambda w: _pre(w, w.root / "m1t", "--report_to", "tensorbord"),
+            lambda w: "report_to: unknown tracker 'tensorbord'", lambda w: w.root / "m1t"),
     Mistake("zero batch size", "pretrain", lambda w: _pre(w, w.root / "m2", "--per_device_batch_size", "0"),
             lambda w: "per_device_batch_size must be >= 1, got 0", lambda w: w.root / "m2"),
     Mistake("negative warmup steps", "finetune_spam",
@@ -443,3 +445,24 @@ def test_debug_shows_the_traceback_and_bugs_are_not_swallowed(w, capfd, monkeypa
     assert cli.run_entry_point(diverged, []) == 2
     assert capfd.readouterr().err == "error: loss became nan at step 3; try a lower learning_rate\n"
     assert cli.is_user_error(InputValueError("x")) and not cli.is_user_error(ValueError("x"))
+
+    def interrupted(argv):  # Ctrl-C: one line and 130 (128 + SIGINT), the status a shell gives a killed command
+        raise KeyboardInterrupt
+
+    assert cli.run_entry_point(interrupted, []) == 130
+    err = capfd.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
+
+
+def test_report_to_names_an_installed_tracker(monkeypatch):
+    import importlib.util
+
+    from hf_gptlite.errors import InputValueError
+    from hf_gptlite.pretrain import PretrainConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(InputValueError, match="report_to: wandb is not installed; pip install wandb"):
+        cli.parse_config(PretrainConfig, ["--report_to", "wandb"])
+    for ok in ("auto", "none", "all", "NONE"):
+        assert cli.parse_config(PretrainConfig, ["--report_to", ok]).report_to == ok

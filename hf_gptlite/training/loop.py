@@ -76,6 +76,28 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without writing a checkpoint of the bad weights."""
 
 
+# report_to name -> the module accelerate needs for it
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "comet_ml": "comet_ml",
+                   "mlflow": "mlflow", "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab"}
+
+
+def check_report_to(spec: str) -> None:
+    """``report_to`` is auto, none, all or a comma list of installed trackers; otherwise a ValueError that names the
+    tracker and how to fix it (checked with the other flags, before a run writes anything)."""
+    import importlib.util
+
+    names = [t.strip() for t in spec.strip().lower().split(",") if t.strip()]
+    if names in ([], ["auto"], ["none"], ["all"]):
+        return
+    for name in names:
+        if name not in TRACKER_MODULES:
+            raise ValueError(f"report_to: unknown tracker {name!r}; use auto, none, all or a comma list of "
+                             f"{', '.join(TRACKER_MODULES)}")
+        if importlib.util.find_spec(TRACKER_MODULES[name]) is None:
+            raise ValueError(f"report_to: {name} is not installed; pip install {TRACKER_MODULES[name]}, or use "
+                             "--report_to auto (the trackers that are installed) or none")
+
+
 @dataclass
 class TrainingConfig:
     """The knobs every recipe shares. Recipes embed these fields in their own config dataclass."""
@@ -125,6 +147,7 @@ class TrainingConfig:
     def __post_init__(self):
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
+        check_report_to(self.report_to)
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
