@@ -68,6 +68,9 @@ class GPTLiteConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
     # round the embedding/output rows up to a multiple of this (64 suits GPU matmuls); logits keep vocab_size columns
     pad_vocab_size_multiple: int | None = None
+    # GPTLiteForSequenceClassification reads the head at the last real token ("last") or averages it over the real
+    # tokens ("mean")
+    classifier_pooling: str = "last"
     bos_token_id: int | None = None  # set from the tokenizer (tokenization.align_config_with_tokenizer)
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
@@ -99,6 +102,8 @@ class GPTLiteConfig(PreTrainedConfig):
         m = self.pad_vocab_size_multiple
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m <= 0):
             raise ValueError(f"GPTLiteConfig.pad_vocab_size_multiple must be a positive integer or None, got {m!r}")
+        if self.classifier_pooling not in ("last", "mean"):
+            raise ValueError(f"GPTLiteConfig.classifier_pooling must be 'last' or 'mean', got {self.classifier_pooling!r}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"GPTLiteConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
         for name in ("bos_token_id", "pad_token_id"):

@@ -469,7 +469,8 @@ def _is_conv1d_weight(name: str, tensor: torch.Tensor) -> bool:
 
 
 class GPTLiteForSequenceClassification(GPTLitePreTrainedModel):
-    """Backbone + a linear head read at the last real (non-pad) token of each sequence."""
+    """Backbone + a linear head read at the last real (non-pad) token of each sequence (``classifier_pooling="last"``)
+    or averaged over its real tokens (``"mean"``)."""
 
     def __init__(self, config: GPTLiteConfig):
         super().__init__(config)
@@ -497,17 +498,19 @@ class GPTLiteForSequenceClassification(GPTLitePreTrainedModel):
         )
         logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
         B, T = logits.shape[:2]
-        positions = torch.arange(T, device=logits.device)
         if attention_mask is not None and attention_mask.ndim == 2:
-            # rightmost attended position: right for left- and right-padded batches alike
-            last = (positions * attention_mask[:, -T:].to(logits.device, torch.long)).argmax(-1)
+            real = attention_mask[:, -T:].to(logits.device, torch.long)  # (B, T) 1 at real tokens, left or right pads
         elif input_ids is not None and self.config.pad_token_id is not None:
-            last = (positions * (input_ids != self.config.pad_token_id).to(logits.device, torch.long)).argmax(-1)
+            real = (input_ids != self.config.pad_token_id).to(logits.device, torch.long)
         elif B == 1 or input_ids is None:
-            last = torch.full((B,), T - 1, device=logits.device)
+            real = torch.ones(B, T, dtype=torch.long, device=logits.device)
         else:
             raise ValueError("batched classification needs an attention_mask or config.pad_token_id")
-        pooled = logits[torch.arange(B, device=logits.device), last]  # (B, num_labels)
+        if self.config.classifier_pooling == "mean":  # the head averaged over real tokens (= head of the mean state)
+            pooled = (logits * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1)
+        else:  # the last real token: the one position that has seen the whole text
+            last = (torch.arange(T, device=logits.device) * real).argmax(-1)  # (B,)
+            pooled = logits[torch.arange(B, device=logits.device), last]  # (B, num_labels)
 
         loss = None
         if labels is not None:

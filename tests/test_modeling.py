@@ -309,8 +309,9 @@ def _classifier(**kw):
     return GPTLiteForSequenceClassification(cfg).eval()
 
 
-def test_classifier_left_and_right_padding_agree():
-    model = _classifier(num_labels=3)
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_classifier_left_and_right_padding_agree(pooling):
+    model = _classifier(num_labels=3, classifier_pooling=pooling)
     seqs = [torch.randint(3, 512, (n,)) for n in (5, 11, 8)]
     width = 11
     left, right = torch.full((3, width), 2), torch.full((3, width), 2)
@@ -327,6 +328,22 @@ def test_classifier_left_and_right_padding_agree():
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(no_mask, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_classifier_pooling_reads_the_head_where_it_says():
+    model = _classifier(num_labels=2, classifier_pooling="mean")
+    ids = torch.tensor([[7, 8, 9, 2, 2]])
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        hidden = model.transformer(ids, attention_mask=mask).last_hidden_state  # (1, 5, H)
+        mean = model(ids, attention_mask=mask).logits
+        model.config.classifier_pooling = "last"
+        last = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(mean, model.score(hidden[:, :3].mean(1)), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(last, model.score(hidden[:, 2]), atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(mean, last)
+    with pytest.raises(ValueError, match="classifier_pooling must be 'last' or 'mean', got 'max'"):
+        GPTLiteConfig.from_preset("tiny", classifier_pooling="max")
 
 
 def test_classifier_losses_follow_transformers_problem_types():

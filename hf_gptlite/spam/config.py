@@ -37,6 +37,8 @@ class SpamConfig(TrainingConfig):
         metadata={"help": "head | last_block | all | lora (all: the small CPU model needs it; the book's GPT-2 "
                           "124M used last_block)"},
     )
+    pooling: str = field(default="last", metadata={
+        "help": "last (the head at the last real token, as GPT-2) | mean (the head averaged over the real tokens)"})
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -66,6 +68,8 @@ class SpamConfig(TrainingConfig):
         super().__post_init__()
         if self.trainable not in TRAINABLE_CHOICES:
             raise InputValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {self.trainable!r}")
+        if self.pooling not in ("last", "mean"):
+            raise InputValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0.0 <= self.lora_dropout < 1.0:
             raise InputValueError(f"lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1), got "
                                   f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")

@@ -29,13 +29,15 @@ def load_classifier_from_lm(
     name_or_path: str | os.PathLike,
     labels=("ham", "spam"),
     from_scratch: bool = False,
+    pooling: str = "last",
     **hub_kwargs,
 ):
     """(GPTLiteForSequenceClassification, tokenizer) from a causal-LM checkpoint, with a freshly initialised head.
 
     `name_or_path`: a GPTLite folder (save_pretrained of GPTLiteForCausalLM, or an earlier classifier whose head
     is replaced when the labels differ), or a GPT-2 folder / Hub id. `from_scratch=True` keeps only the
-    architecture and tokenizer and initialises every weight randomly (the no-pretraining baseline).
+    architecture and tokenizer and initialises every weight randomly (the no-pretraining baseline). `pooling`: the
+    head read at the last real token (`last`) or averaged over the real tokens (`mean`), `config.classifier_pooling`.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -45,17 +47,17 @@ def load_classifier_from_lm(
     config = load_model_config(source, **hub_kwargs)
     if config.model_type == "gptlite":
         if from_scratch:
-            config = type(config).from_dict({**config.to_dict(), **_label_maps(labels)})
+            config = type(config).from_dict({**config.to_dict(), **_label_maps(labels), "classifier_pooling": pooling})
             model = GPTLiteForSequenceClassification(config)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                source, **_label_maps(labels), ignore_mismatched_sizes=True, **hub_kwargs
+                source, **_label_maps(labels), classifier_pooling=pooling, ignore_mismatched_sizes=True, **hub_kwargs
             )
     elif config.model_type == "gpt2":
         lm = GPTLiteForCausalLM.from_gpt2(source, **hub_kwargs)
         lm_config = lm.config.to_dict()
         lm_config.pop("architectures", None)
-        clf_config = type(lm.config).from_dict({**lm_config, **_label_maps(labels)})
+        clf_config = type(lm.config).from_dict({**lm_config, **_label_maps(labels), "classifier_pooling": pooling})
         model = GPTLiteForSequenceClassification(clf_config)
         if not from_scratch:
             model.transformer.load_state_dict(lm.transformer.state_dict())

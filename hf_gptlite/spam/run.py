@@ -57,7 +57,7 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
         model_source = adapt_language_model(cfg, list(splits["train"]["text"]), out / ADAPT_DIR)
         from_scratch = False  # the adapted weights (random-init ablation: adapted from random weights)
     set_seed(cfg.seed)
-    model, tokenizer = load_classifier_from_lm(model_source, LABELS, from_scratch=from_scratch)
+    model, tokenizer = load_classifier_from_lm(model_source, LABELS, from_scratch=from_scratch, pooling=cfg.pooling)
     max_length = min(cfg.max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
     model = set_trainable(model, cfg.trainable, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     n_trainable, n_total = count_parameters(model)

@@ -117,6 +117,9 @@ class TrainingConfig:
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW decay (never on norms, biases, embeddings)"})
+    layer_lr_decay: float = field(default=1.0, metadata={
+        "help": "discriminative learning rates: block i of L trains at learning_rate * decay**(L - i), the embeddings "
+                "at decay**(L + 1), the final norm and head at learning_rate (1: off)"})
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_epsilon: float = 1e-8
@@ -148,6 +151,8 @@ class TrainingConfig:
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
         check_report_to(self.report_to)
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -3,21 +3,48 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decay on matrices of linear layers; none on biases, norms and embeddings
-    (a tied LM head shares the embedding's parameter, so it is not decayed either)."""
+_BLOCK_INDEX = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks)\.(\d+)\.")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float = 1.0,
+                     learning_rate: float | None = None) -> list[dict]:
+    """AdamW groups: decay on matrices of linear layers; none on biases, norms and embeddings (a tied LM head shares
+    the embedding's parameter, so it is not decayed either).
+
+    ``layer_lr_decay`` < 1 adds discriminative learning rates (ULMFiT's, as layer-wise decay): the parameters after
+    the last block (final norm, a classification head) train at ``learning_rate``, block ``i`` of ``L`` at
+    ``learning_rate * layer_lr_decay ** (L - i)``, the embeddings at ``layer_lr_decay ** (L + 1)`` of it. Blocks are
+    found by name (``h.3.``, ``layers.3.``, also inside a PEFT wrapper); the schedule scales every group alike."""
     embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or id(p) in embedding_params else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depth = {}
+    for name, p in named:
+        match = _BLOCK_INDEX.search(name)
+        depth[id(p)] = int(match.group(1)) if match else None
+    num_blocks = 1 + max((d for d in depth.values() if d is not None), default=-1)
+    groups: dict[tuple[bool, float], list] = {}
+    for _, p in named:
+        decayed = not (p.ndim < 2 or id(p) in embedding_params)
+        scale = 1.0
+        if layer_lr_decay != 1.0:
+            if id(p) in embedding_params:
+                scale = layer_lr_decay ** (num_blocks + 1)
+            elif depth[id(p)] is not None:
+                scale = layer_lr_decay ** (num_blocks - depth[id(p)])
+        groups.setdefault((decayed, scale), []).append(p)
+    if layer_lr_decay == 1.0:  # the two plain groups, both always present
+        return [{"params": groups.get((True, 1.0), []), "weight_decay": weight_decay},
+                {"params": groups.get((False, 1.0), []), "weight_decay": 0.0}]
+    if learning_rate is None:
+        raise ValueError("parameter_groups: layer_lr_decay needs the base learning_rate")
+    return [{"params": ps, "weight_decay": weight_decay if decayed else 0.0, "lr": learning_rate * scale}
+            for (decayed, scale), ps in sorted(groups.items(), key=lambda kv: (-kv[0][1], not kv[0][0]))]
 
 
 def create_optimizer(model: nn.Module, config, device: torch.device) -> torch.optim.AdamW:
@@ -28,7 +55,8 @@ def create_optimizer(model: nn.Module, config, device: torch.device) -> torch.op
         kwargs["fused"] = True
     else:
         kwargs["foreach"] = True
-    return torch.optim.AdamW(parameter_groups(model, config.weight_decay), **kwargs)
+    groups = parameter_groups(model, config.weight_decay, config.layer_lr_decay, config.learning_rate)
+    return torch.optim.AdamW(groups, **kwargs)
 
 
 class WarmupCosine:

@@ -130,6 +130,22 @@ def test_lora_run_saves_a_merged_classifier(tiny_lm_dir, spam_run, tmp_path):
     assert pipeline("text-classification", model=str(tmp_path / "lora"))("hi")[0]["label"] in ("ham", "spam")
 
 
+def test_mean_pooling_and_layer_lr_decay_run_and_are_saved(tiny_lm_dir, spam_run, tmp_path):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    _, split, _ = spam_run
+    out = tmp_path / "mean"
+    metrics = finetune(tiny_lm_dir, out, split, pooling="mean", layer_lr_decay=0.5, max_steps=4)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert json.loads((out / "config.json").read_text())["classifier_pooling"] == "mean"
+    assert json.loads((out / "training_config.json").read_text())["layer_lr_decay"] == 0.5
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.classifier_pooling == "mean"
+    assert pipeline("text-classification", model=str(out))("hi")[0]["label"] in ("ham", "spam")
+    with pytest.raises(ValueError, match="pooling must be 'last' or 'mean'"):
+        SpamConfig(pooling="max")
+
+
 @pytest.mark.parametrize("mode, expected", [("head", {"score.weight"}),
                                             ("last_block", {"score.weight", "transformer.ln_f.weight"})])
 def test_trainable_modes(tiny_lm_dir, mode, expected):

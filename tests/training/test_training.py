@@ -39,6 +39,33 @@ def test_parameter_groups_no_decay_on_norms_biases_embeddings():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_layer_lr_decay_gives_each_block_its_learning_rate():
+    from hf_gptlite import GPTLiteForSequenceClassification
+
+    config = GPTLiteConfig.from_preset("tiny", num_labels=2)  # 2 blocks
+    model = GPTLiteForSequenceClassification(config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = parameter_groups(model, 0.1, layer_lr_decay=0.5, learning_rate=1e-3)
+    lr_of = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert len(lr_of) == len(names)  # every parameter once
+    n = config.num_hidden_layers
+    assert lr_of["score.weight"] == (1e-3, 0.1) and lr_of["transformer.ln_f.weight"] == (1e-3, 0.0)
+    assert lr_of[f"transformer.h.{n - 1}.mlp.c_fc.weight"] == (1e-3 * 0.5, 0.1)
+    assert lr_of["transformer.h.0.attn.c_attn.weight"] == (1e-3 * 0.5**n, 0.1)
+    assert lr_of["transformer.h.0.ln_1.bias"] == (1e-3 * 0.5**n, 0.0)
+    assert lr_of["transformer.wte.weight"] == (1e-3 * 0.5 ** (n + 1), 0.0)
+    # the schedule scales every group alike: LambdaLR keeps the ratios
+    opt = torch.optim.AdamW(groups)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(0, 10, 0.1))
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    ratios = {round(g["lr"] / g["initial_lr"], 12) for g in opt.param_groups}
+    assert len(ratios) == 1 and 0.1 < ratios.pop() < 1.0
+    # off (1.0): the two plain groups
+    assert len(parameter_groups(model, 0.1)) == 2 and "lr" not in parameter_groups(model, 0.1)[0]
+
+
 def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
