@@ -8,7 +8,6 @@ import re
 import torch
 from torch import nn
 
-
 _BLOCK_INDEX = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks)\.(\d+)\.")
 
 
