@@ -103,8 +103,8 @@ def main():
         f"**Machine**: `lscpu` model name \"{cpu_name()}\", {os.cpu_count()} CPUs, AVX-512-BF16: "
         f"{cpu_flag('avx512_bf16')}, AMX: {cpu_flag('amx_bf16')}; torch {_version('torch')}, transformers "
         f"{_version('transformers')}. Both sides run in {tr['precision']} (what `mixed_precision=\"auto\"` picks here; "
-        f"generation: {g_small['dtype']} weights), sdpa, {tr['threads']} thread. The machine is shared: load average "
-        f"(1/5/15 min) training {tr['load_before']} → {tr['load_after']}, generation cpu-small "
+        f"generation: {g_small['dtype']} weights), sdpa, {tr['threads']} thread. Load average "
+        f"(1/5/15 min; 1.0 is the benchmark itself on an otherwise idle machine) training {tr['load_before']} → {tr['load_after']}, generation cpu-small "
         f"{g_small['load_before']} → {g_small['load_after']}, 124M {g_big['load_before']} → {g_big['load_after']}.",
         "",
         "**GPU**: not measured — no GPU machine was lent to this session. On one, `bash bench/gpu_check.sh` "
