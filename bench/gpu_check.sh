@@ -11,8 +11,15 @@
 #                                        #   graphs) for both models: 6 compilations, several more minutes
 #   bash bench/gpu_check.sh --cpu        # the same script on CPU with a tiny run (a smoke test, ~2 minutes)
 #
-# Installs the project (pip install -e . --no-deps, then only the missing dependencies) when `import hf_gptlite`
-# fails; torch is never reinstalled. Exits non-zero when anything fails. Set PYTHON to pick the interpreter.
+# Installs nothing it does not need: the package is pure Python, so the checkout goes on PYTHONPATH; torch is never
+# reinstalled. The benchmarks need torch, transformers (>= 5.24), tokenizers, safetensors, accelerate,
+# huggingface_hub, pyyaml, tqdm; the check below names any that is missing or too old, and pip installs it where a
+# package index is reachable. Where none is (a lent machine without internet), bring them as wheels in .whl/ first,
+# on a machine with pip, e.g. for transformers on Python 3.12:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 --platform any -d .whl transformers==5.24.0
+# and they are installed into /tmp/gptlite-site (no index). Exits non-zero when anything fails. Set PYTHON to pick
+# the interpreter.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
@@ -22,7 +29,7 @@ for arg in "$@"; do
   case "$arg" in
     --cpu|--tiny) MODE=cpu ;;
     --compile) COMPILE="--compile" ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $arg (use --cpu, --compile)" >&2; exit 2 ;;
   esac
 done
@@ -36,30 +43,39 @@ if [[ $MODE == gpu ]]; then
   echo "== GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
 fi
 
-if ! "$PY" -c "import hf_gptlite" 2>/dev/null; then
-  echo "== installing the project (pip install -e . --no-deps, then the missing dependencies)"
-  "$PY" -m pip install -q -e . --no-deps
-  missing=$("$PY" - <<'EOF'
-import re, tomllib
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the package, from this checkout
+if compgen -G ".whl/*.whl" >/dev/null; then
+  echo "== installing the wheels in .whl/ into /tmp/gptlite-site (no index)"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gptlite-site .whl/*.whl
+  export PYTHONPATH="/tmp/gptlite-site:$PYTHONPATH"
+fi
+missing=$("$PY" - <<'EOF'
+import tomllib
 from importlib.metadata import PackageNotFoundError, version
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+from packaging.requirements import Requirement
+needed = {"transformers", "tokenizers", "safetensors", "accelerate", "huggingface_hub", "pyyaml", "tqdm"}
+deps = {Requirement(d).name.lower().replace("-", "_"): Requirement(d)
+        for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]}
 out = []
-for dep in deps:
-    name = re.split(r"[<>=!~ \[;]", dep, maxsplit=1)[0]
-    if name == "torch":  # keep the CUDA build the machine came with
-        continue
+for name in sorted(needed):
+    req = deps.get(name)
     try:
-        version(name)
+        ok = req is None or req.specifier.contains(version(name), prereleases=True)
     except PackageNotFoundError:
-        out.append(dep)
-print(" ".join(f"'{d}'" for d in out))
+        ok = False
+    if not ok:
+        out.append(f"'{req or name}'")
+print(" ".join(out))
 EOF
 )
-  if [[ -n "$missing" ]]; then
-    eval "$PY -m pip install -q $missing"
-  fi
-  "$PY" -c "import hf_gptlite" || { echo "gpu_check.sh: hf_gptlite still does not import" >&2; exit 1; }
+if [[ -n "$missing" ]]; then
+  echo "== missing or too old: $missing; trying pip (needs a package index)"
+  eval "$PY -m pip install -q $missing" || {
+    echo "gpu_check.sh: could not install $missing: bring them as wheels in .whl/ (see the top of this script)" >&2
+    exit 1
+  }
 fi
+"$PY" -c "import hf_gptlite" || { echo "gpu_check.sh: hf_gptlite does not import" >&2; exit 1; }
 
 "$PY" - "$MODE" <<'EOF'
 import sys, torch, transformers
