@@ -147,3 +147,21 @@ def tiny_trainer(corpus, out, hidden_size=64, model_cls=None, **kw):
     values.update(kw)
     return Trainer(model, train_loader, eval_loader, tok, TrainingConfig(**values),
                    compute_metrics=lm_metrics(data.eval_num_characters))
+
+
+def wait_for_health(port: int, proc, timeout_s: float, log_path=None) -> None:
+    """Poll http://127.0.0.1:PORT/health until a started server answers; RuntimeError (with its log, if any) when
+    the process exits or ``timeout_s`` passes first."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                log = Path(log_path).read_text() if log_path else ""
+                raise RuntimeError(f"the server on port {port} did not start:\n{log}") from None
+            time.sleep(0.5)

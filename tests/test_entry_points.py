@@ -17,16 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO, TINY_FLAGS, recipe_env
+from conftest import REPO, TINY_FLAGS, recipe_env, wait_for_health
 
 from hf_gptlite import cli, serve
 from hf_gptlite.cli import main_job, run_command
@@ -221,14 +219,7 @@ def test_real_processes_exit_0_and_2(w, tmp_path):
         for p in running.values():
             p.stdin.close()
         server = running["python -m hf_gptlite.serve"]
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "serve did not start"
-                time.sleep(0.5)
+        wait_for_health(port, server, 180)
         server.send_signal(signal.SIGINT)  # Ctrl-C: the normal way to stop a server
         results = {name: (p.wait(timeout=240), p.stdout.read(), p.stderr.read()) for name, p in running.items()}
     finally:

@@ -12,11 +12,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import wait_for_health
 from instruct_models import wired_forty_two
 
 from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM
@@ -81,15 +81,7 @@ def server(byte_tokenizer, tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "hf_gptlite.serve", "--host", "127.0.0.1", "--port", str(port),
                              "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("transformers serve did not start:\n" + (root / "serve.log").read_text()) from None
-                time.sleep(0.5)
+        wait_for_health(port, proc, 300, root / "serve.log")
         yield {"url": f"http://127.0.0.1:{port}/v1", "judge42": str(judge42), "garbled": str(garbled), "root": root}
     finally:
         proc.terminate()
