@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
 import torch
-from cpu import cpu_name
+from cpu import cpu_name, load_average  # noqa: F401 (load_average: re-exported to the benchmarks)
 
 from hf_gptlite import GPTLiteConfig
 
@@ -72,13 +71,6 @@ def matmul_peak_flops(device: torch.device, n: int = 2048, reps: int = 5, dtype:
         if i:  # the first is a warm-up
             best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
-
-
-def load_average() -> str:
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def median(xs):

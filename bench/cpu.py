@@ -28,14 +28,18 @@ def cpu_flag(flag: str) -> str:
         return "unknown"
 
 
-def cpu_line() -> str:
-    """e.g. 'machine: AMD EPYC, 2 CPUs, avx512_bf16: yes, amx_bf16: no, load average 0.52/1.19/1.96'"""
+def load_average() -> str:
+    """The 1/5/15-minute load average, e.g. '0.5/1.2/2.0'."""
     try:
-        load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:
-        load = "unknown"
+        return "n/a"
+
+
+def cpu_line() -> str:
+    """e.g. 'machine: AMD EPYC, 2 CPUs, avx512_bf16: yes, amx_bf16: no, load average 0.5/1.2/2.0'"""
     return (f"machine: {cpu_name()}, {os.cpu_count()} CPUs, avx512_bf16: {cpu_flag('avx512_bf16')}, "
-            f"amx_bf16: {cpu_flag('amx_bf16')}, load average {load}")
+            f"amx_bf16: {cpu_flag('amx_bf16')}, load average {load_average()}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -20,17 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu import cpu_line  # noqa: E402
+from cpu import cpu_line, load_average  # noqa: E402
 
 TARGET_BITS_PER_CHAR = 2.0
 TARGET_MINUTES = 10.0
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
-    except OSError:
-        return "unknown"
 
 
 def main() -> None:
