@@ -21,8 +21,10 @@ from ..training.artifacts import attach_lora
 TRAINABLE_CHOICES = ("head", "last_block", "all", "lora")
 
 
-def _label_maps(labels) -> dict:
-    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+def _head_config(labels, pooling: str) -> dict:
+    """The config values of a fresh classification head: its labels and where it reads the sequence."""
+    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+                classifier_pooling=pooling)
 
 
 def load_classifier_from_lm(
@@ -47,17 +49,17 @@ def load_classifier_from_lm(
     config = load_model_config(source, **hub_kwargs)
     if config.model_type == "gptlite":
         if from_scratch:
-            config = type(config).from_dict({**config.to_dict(), **_label_maps(labels), "classifier_pooling": pooling})
+            config = type(config).from_dict({**config.to_dict(), **_head_config(labels, pooling)})
             model = GPTLiteForSequenceClassification(config)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                source, **_label_maps(labels), classifier_pooling=pooling, ignore_mismatched_sizes=True, **hub_kwargs
+                source, **_head_config(labels, pooling), ignore_mismatched_sizes=True, **hub_kwargs
             )
     elif config.model_type == "gpt2":
         lm = GPTLiteForCausalLM.from_gpt2(source, **hub_kwargs)
         lm_config = lm.config.to_dict()
         lm_config.pop("architectures", None)
-        clf_config = type(lm.config).from_dict({**lm_config, **_label_maps(labels), "classifier_pooling": pooling})
+        clf_config = type(lm.config).from_dict({**lm_config, **_head_config(labels, pooling)})
         model = GPTLiteForSequenceClassification(clf_config)
         if not from_scratch:
             model.transformer.load_state_dict(lm.transformer.state_dict())

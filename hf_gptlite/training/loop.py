@@ -81,12 +81,17 @@ TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "t
                    "mlflow": "mlflow", "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab"}
 
 
+def tracker_names(spec: str) -> list[str]:
+    """``report_to`` as a list of lower-case names: 'auto', 'none' and 'all' come back as one-item lists."""
+    return [t.strip() for t in spec.lower().split(",") if t.strip()]
+
+
 def check_report_to(spec: str) -> None:
     """``report_to`` is auto, none, all or a comma list of installed trackers; otherwise a ValueError that names the
     tracker and how to fix it (checked with the other flags, before a run writes anything)."""
     import importlib.util
 
-    names = [t.strip() for t in spec.strip().lower().split(",") if t.strip()]
+    names = tracker_names(spec)
     if names in ([], ["auto"], ["none"], ["all"]):
         return
     for name in names:
@@ -305,12 +310,12 @@ class Trainer:
     def _trackers(self) -> list[str] | None:
         import importlib.util
 
-        spec = self.config.report_to.strip().lower()
-        if spec in ("none", ""):
+        names = tracker_names(self.config.report_to)
+        if names in ([], ["none"]):
             return None
-        if spec == "auto":
+        if names == ["auto"]:
             return [t for t in ("tensorboard", "trackio") if importlib.util.find_spec(t)] or None
-        return [t.strip() for t in spec.split(",") if t.strip()]
+        return names
 
     def _steps_per_epoch(self, dataloader, num_processes: int) -> float | None:
         """Steps in one pass over the data (a fraction: the stream goes on into the next pass)."""
