@@ -123,3 +123,32 @@ def test_accelerate_state_can_be_reset_between_runs():
     params = inspect.signature(AcceleratorState._reset_state).parameters
     assert "reset_partial_state" in params, f"{ACC}: AcceleratorState._reset_state(reset_partial_state=) is gone"
     assert callable(getattr(GradientState, "_reset_state", None)), f"{ACC}: GradientState._reset_state is gone"
+
+
+def test_pyproject_lower_bounds_are_the_tested_lowest_versions():
+    """pyproject.toml's lower bounds and ci/constraints-min.txt (what .ci/min_versions.sh installs and tests) are
+    the same numbers, so no lower bound is an untested claim."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    root = PACKAGE.parent
+    pinned = {}
+    for line in (root / "ci" / "constraints-min.txt").read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line)
+        if m:
+            pinned[m[1].lower().replace("_", "-")] = m[2]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    bounds = {}
+    for dep in deps:
+        req = Requirement(dep)
+        lows = [s.version for s in req.specifier if s.operator == ">="]
+        if lows:
+            bounds[req.name.lower().replace("_", "-")] = lows[0]
+    for name, low in pinned.items():
+        assert name in bounds, f"ci/constraints-min.txt pins {name}=={low}, pyproject.toml gives it no lower bound"
+        assert Version(bounds[name]) == Version(low), (
+            f"{name}: pyproject.toml says >={bounds[name]}, ci/constraints-min.txt tests {low}")
+    for name in ("torch", "transformers", "accelerate", "datasets", "peft", "huggingface-hub", "tokenizers"):
+        assert name in pinned, f"{name} has no tested lowest version in ci/constraints-min.txt"
