@@ -27,8 +27,8 @@ def test_use_it_block_runs_as_written(tmp_path):
 
 
 def test_ci_runs_the_readme_set_up_exactly():
-    """.ci/run installs with the README's install line and tests with its test command, then the wheel smoke job;
-    pytest's "no test collected" (exit 5) fails it."""
+    """.ci/run installs with the README's install line and tests with its test command, then the wheel smoke job
+    and the lowest-versions job; pytest's "no test collected" (exit 5) fails it."""
     readme = README.read_text()
     block = re.search(r"## Set-up: two commands.*?```bash\n(.*?)```", readme, re.S).group(1)
     commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
@@ -39,4 +39,7 @@ def test_ci_runs_the_readme_set_up_exactly():
     assert install.removesuffix(" && gptlite-main") in ci  # the same line, without the 10-minute main job
     assert f"{test} || status=$?" in ci
     assert any('"$status" -eq 5' in line for line in ci)
-    assert ci[-1] == "bash .ci/wheel_smoke.sh" and (README.parent / ".ci" / "wheel_smoke.sh").is_file()
+    assert ci[-2:] == ["bash .ci/wheel_smoke.sh", "bash .ci/min_versions.sh"]
+    assert (README.parent / ".ci" / "wheel_smoke.sh").is_file()
+    min_job = (README.parent / ".ci" / "min_versions.sh").read_text()
+    assert "-c ci/constraints-min.txt" in min_job and '"$status" -eq 5' in min_job
