@@ -4,8 +4,9 @@ Shipped next to ``modeling_gptlite.py``, which imports it relatively, so ``save_
 ``trust_remote_code`` loads it. Each path computes what the plain one computes (the same numbers in fp32) and steps
 aside under ``torch.compile`` and ``torch.export``. docs/performance.md has the measurements behind each one.
 
-    attention  "gptlite_sdpa", an attention implementation (the default; ``attn_implementation="sdpa"`` is the
-               plain one): sdpa, except a bf16/fp16 one-query decoding step on CPU, which runs as two matmuls
+    attention  sdpa, except a bf16/fp16 one-query decoding step on CPU, which runs as two matmuls: what "sdpa" means
+               for GPTLite (``ATTENTION_FUNCTIONS``, transformers' way for a model to override an attention function
+               locally), also registered for any model as ``attn_implementation="gptlite_sdpa"``
     cache      ``GrowingLayer``: a cache layer writing into a buffer with room to grow instead of ``torch.cat``;
                generate()'s default cache (and the model's own) get these layers (``default_cache``)
     mask       ``causal_mask``: ``create_causal_mask``, or None at once when attention is plainly causal
@@ -84,11 +85,8 @@ def gptlite_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
 
 AttentionInterface.register("gptlite_sdpa", gptlite_sdpa_attention)
 AttentionMaskInterface.register("gptlite_sdpa", sdpa_mask)  # the same masks as "sdpa"
-
-
-def default_attention() -> str:
-    """What a GPTLite model runs when no ``attn_implementation`` is asked for."""
-    return "gptlite_sdpa" if enabled("attention") else "sdpa"
+ATTENTION_FUNCTIONS = AttentionInterface()  # the model's view of transformers' registry, with "sdpa" overridden
+ATTENTION_FUNCTIONS["sdpa"] = gptlite_sdpa_attention
 
 
 # ---- cache: GrowingLayer ----------------------------------------------------------------------------

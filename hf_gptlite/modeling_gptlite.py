@@ -24,7 +24,7 @@ from transformers.modeling_outputs import (
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 from transformers.utils.deprecation import deprecate_kwarg
@@ -32,7 +32,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_gptlite import GPTLiteConfig
-from .gptlite_kernels import OutputLayer, causal_mask, default_attention, default_cache, loss_for
+from .gptlite_kernels import ATTENTION_FUNCTIONS, OutputLayer, causal_mask, default_cache, loss_for
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -69,8 +69,8 @@ class GPTLiteAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
         if cache is not None:  # append this step's keys/values; attend to all of them
             k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hd)
-        # eager_attention_forward above, or a kernel by name: "sdpa", "flash_attention_2", ... or "gptlite_sdpa"
-        attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        # eager_attention_forward above, or a kernel by name: "sdpa" (gptlite_kernels' fast path), "flash_attention_2"...
+        attention_fn = ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         out, weights = attention_fn(  # out: (B, T, nh, hd); q.to(): a cache may keep keys wider (gptlite_kernels)
             self, q.to(k.dtype), k, v, attention_mask, dropout=self.attn_dropout if self.training else 0.0,
             scaling=self.scaling, **kwargs,
@@ -131,10 +131,6 @@ class GPTLitePreTrainedModel(PreTrainedModel):
         if isinstance(module, (GPTLiteAttention, GPTLiteMLP)):
             std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
             init.normal_(module.c_proj.weight, mean=0.0, std=std)
-
-    def get_correct_attn_implementation(self, requested_attention, is_init_check=False):
-        # nothing asked for: "gptlite_sdpa" (sdpa with a CPU decoding fast path, gptlite_kernels), else "sdpa"
-        return super().get_correct_attn_implementation(requested_attention or default_attention(), is_init_check)
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """transformers' resize. With ``config.pad_vocab_size_multiple`` set, ``config.vocab_size`` becomes

@@ -131,7 +131,7 @@ def test_every_entry_point_goes_through_the_one_error_wrapper():
 
 
 def test_card_templates_are_package_data():
-    from hf_gptlite.hub.push import CARD_TEMPLATES, MODEL_CARD_DIR
+    from hf_gptlite.hub.card import CARD_TEMPLATES, MODEL_CARD_DIR
 
     assert MODEL_CARD_DIR.is_relative_to(PACKAGE)
     for template in CARD_TEMPLATES.values():

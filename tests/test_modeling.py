@@ -267,10 +267,13 @@ def test_blockwise_loss_equals_transformers_causal_lm_loss(dtype, vocab, padded)
 
 
 def test_the_model_uses_the_blockwise_loss_unless_another_is_set():
-    from hf_gptlite.gptlite_kernels import causal_lm_loss
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from hf_gptlite.gptlite_kernels import causal_lm_loss, enabled
 
     model = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny"))
-    assert model.loss_function is causal_lm_loss
+    assert model.loss_type == "ForCausalLM"  # what transformers' Trainer reads to count label items
+    assert model.loss_function is (causal_lm_loss if enabled("loss") else ForCausalLMLoss)
     x = torch.randint(3, 512, (2, 9))
     model.loss_function = lambda logits, labels, vocab_size, **kw: logits.sum() * 0 + 7.0
     assert model(x, labels=x).loss.item() == 7.0

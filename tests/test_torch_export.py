@@ -38,7 +38,7 @@ def filled_cache(model, x):
 def test_torch_export_prefill_and_one_decoding_step():
     torch.manual_seed(0)
     model = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny")).eval()
-    assert model.config._attn_implementation == ("gptlite_sdpa" if enabled("attention") else "sdpa")
+    assert model.config._attn_implementation == "sdpa"  # with the attention fast path when it is on
     x, mask = torch.randint(3, 512, (2, 7)), torch.ones(2, 7, dtype=torch.long)  # an all-ones mask: the shortcut's case
     with torch.no_grad():
         want = model(x, attention_mask=mask).logits
