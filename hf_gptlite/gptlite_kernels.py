@@ -138,11 +138,12 @@ def default_cache(config, cache: Cache | None = None) -> Cache:
     """The cache a GPTLite model fills when none was given (``cache=None``), or the one generate() prepared: its
     default ``DynamicCache`` becomes a ``GrowingCache``; any other cache (static, offloaded, quantized, the user's)
     is kept as it is."""
+    growing = enabled("cache") and not _tracing()  # traced: transformers' DynamicCache (its pytree is registered)
     if cache is None:
-        return GrowingCache(config) if enabled("cache") else DynamicCache(config=config)
+        return GrowingCache(config) if growing else DynamicCache(config=config)
     plain = (type(cache) is DynamicCache and not cache.offloading and not getattr(cache, "_is_user_defined", False)
              and all(type(layer) is DynamicLayer and not layer.is_initialized for layer in cache.layers))
-    return GrowingCache(config) if enabled("cache") and plain else cache
+    return GrowingCache(config) if growing and plain else cache
 
 
 # ---- mask: causal_mask ------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ class Prefill(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    def forward(self, input_ids, attention_mask):  # -> logits, and the cache the model filled
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+        return out.logits, out.cache
 
 
 class DecodeStep(torch.nn.Module):
@@ -42,11 +43,12 @@ def test_torch_export_prefill_and_one_decoding_step():
     x, mask = torch.randint(3, 512, (2, 7)), torch.ones(2, 7, dtype=torch.long)  # an all-ones mask: the shortcut's case
     with torch.no_grad():
         want = model(x, attention_mask=mask).logits
+    register_dynamic_cache_export_support()  # transformers' pytree for DynamicCache
     prefill = torch.export.export(Prefill(model), (x, mask))
     with torch.no_grad():
-        torch.testing.assert_close(prefill.module()(x, mask), want, atol=1e-5, rtol=1e-5)
-
-    register_dynamic_cache_export_support()  # transformers' pytree for DynamicCache
+        logits, cache = prefill.module()(x, mask)
+    torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-5)
+    assert type(cache) is DynamicCache and cache.get_seq_length() == 7  # under export, not the growing cache
     nxt = torch.randint(3, 512, (2, 1))
     with torch.no_grad():
         want_step = model(nxt, cache=filled_cache(model, x), use_cache=True).logits
