@@ -5,8 +5,8 @@ Shipped next to ``modeling_gptlite.py``, which imports it relatively, so ``save_
 aside under ``torch.compile`` and ``torch.export``. docs/performance.md has the measurements behind each one.
 
     attention  sdpa, except a bf16/fp16 one-query decoding step on CPU, which runs as two matmuls: what "sdpa" means
-               for GPTLite (``ATTENTION_FUNCTIONS``, transformers' way for a model to override an attention function
-               locally), also registered for any model as ``attn_implementation="gptlite_sdpa"``
+               for GPTLite (the model file's own ``AttentionInterface``, transformers' way for a model to override
+               an attention function locally), also registered for any model as ``attn_implementation="gptlite_sdpa"``
     cache      ``GrowingLayer``: a cache layer writing into a buffer with room to grow instead of ``torch.cat``;
                generate()'s default cache (and the model's own) get these layers (``default_cache``)
     mask       ``causal_mask``: ``create_causal_mask``, or None at once when attention is plainly causal
@@ -85,8 +85,6 @@ def gptlite_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
 
 AttentionInterface.register("gptlite_sdpa", gptlite_sdpa_attention)
 AttentionMaskInterface.register("gptlite_sdpa", sdpa_mask)  # the same masks as "sdpa"
-ATTENTION_FUNCTIONS = AttentionInterface()  # the model's view of transformers' registry, with "sdpa" overridden
-ATTENTION_FUNCTIONS["sdpa"] = gptlite_sdpa_attention
 
 
 # ---- cache: GrowingLayer ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import (
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
-from transformers.modeling_utils import slice_logits_to_keep
+from transformers.modeling_utils import AttentionInterface, slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 from transformers.utils.deprecation import deprecate_kwarg
@@ -32,7 +32,11 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_gptlite import GPTLiteConfig
-from .gptlite_kernels import ATTENTION_FUNCTIONS, OutputLayer, causal_mask, default_cache, loss_for
+from .gptlite_kernels import OutputLayer, causal_mask, default_cache, gptlite_sdpa_attention, loss_for
+
+# transformers' attention functions by name, with "sdpa" overridden for this model (a CPU decoding fast path)
+ALL_ATTENTION_FUNCTIONS = AttentionInterface()
+ALL_ATTENTION_FUNCTIONS["sdpa"] = gptlite_sdpa_attention
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -69,8 +73,8 @@ class GPTLiteAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
         if cache is not None:  # append this step's keys/values; attend to all of them
             k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hd)
-        # eager_attention_forward above, or a kernel by name: "sdpa" (gptlite_kernels' fast path), "flash_attention_2"...
-        attention_fn = ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        # eager_attention_forward above, or a kernel by name: "sdpa", "flash_attention_2", "flex_attention" ...
+        attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         out, weights = attention_fn(  # out: (B, T, nh, hd); q.to(): a cache may keep keys wider (gptlite_kernels)
             self, q.to(k.dtype), k, v, attention_mask, dropout=self.attn_dropout if self.training else 0.0,
             scaling=self.scaling, **kwargs,
