@@ -1,7 +1,9 @@
-"""Regenerate the README's performance block in one command: run the benchmarks, judge the targets, write it.
+"""Regenerate the performance block of docs/performance.md in one command: run the benchmarks, judge the targets,
+write it.
 
     python bench/perf_report.py            # print the block (about 30 minutes on a 2-core CPU)
-    python bench/perf_report.py --write    # ... and replace it in README.md (between the perf-report markers)
+    python bench/perf_report.py --write    # ... and replace it in docs/performance.md (between the perf-report
+                                           # markers) and the two performance rows of README.md's results
     python bench/perf_report.py --quick    # a few minutes, tiny settings: to test this script
 
 It runs, each in its own process: bench/train_step.py (both shapes), bench/generate.py (cpu-small: batch 1 and 8,
@@ -10,7 +12,7 @@ tokens) and bench/profile_decode.py (a decoding step, cpu-small and 124M, batch 
 model name, AVX-512-BF16 yes/no), the load average around every run, the targets with the measured paired ratio
 and its distance to the target, and the tables. Targets are judged on the default cache (generate()'s dynamic one)
 and the wall-clock paired ratio; the CPU-time ratio is in the tables next to it. --write also rewrites the two
-performance rows of "Results at a glance".
+performance rows of README.md's "Results at a glance".
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def verdict(got: float, target: float) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", action="store_true", help="replace the block in README.md")
+    p.add_argument("--write", action="store_true", help="replace the block in docs/performance.md and README's rows")
     p.add_argument("--quick", action="store_true", help="tiny settings (tests the script, measures nothing)")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled-decoding rows (saves ~5 minutes)")
     args = p.parse_args()
@@ -159,17 +161,18 @@ def main():
     for row in glance.values():
         print(row)
     if args.write:
-        readme = REPO / "README.md"
-        text = readme.read_text()
+        page = REPO / "docs" / "performance.md"
+        text = page.read_text()
         if START not in text or END not in text:
-            raise SystemExit(f"README.md has no {START} ... {END} block")
+            raise SystemExit(f"docs/performance.md has no {START} ... {END} block")
         head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-        lines = text.splitlines()
+        page.write_text(head + block + rest.split(END, 1)[1])
+        readme = REPO / "README.md"
+        lines = readme.read_text().splitlines()
         for prefix, row in glance.items():
             lines = [row if line.startswith(prefix) else line for line in lines]
         readme.write_text("\n".join(lines) + "\n")
-        log("README.md updated")
+        log("docs/performance.md and README.md updated")
 
 
 def _version(module: str) -> str:

@@ -1,5 +1,5 @@
-"""Sharing on the Hugging Face Hub: ``push.py`` (upload folder, model card from ``cards/*.md`` filled with the run's
-real metrics, validation by loading it back, upload) and the card templates as package data."""
+"""Sharing on the Hugging Face Hub: ``card.py`` (the model card: a ``cards/*.md`` template, package data, filled with
+the run's real config and metrics) and ``push.py`` (the upload folder, validation by loading it back, the upload)."""
 
 from .push import (
     PushConfig,
