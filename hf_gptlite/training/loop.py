@@ -27,6 +27,14 @@ What a step is, on any number of processes:
   "time is up" and the planned horizon come from the main process's clock (budget.py), capped by ``max_steps``.
 * Checkpoints are written between steps (no pending gradients): a resumed run replays the interrupted step from its
   first micro-batch and ends with the weights of an uninterrupted run.
+* Resume (``resume_from_checkpoint``; resume.py, docs/training_loop.md): the weights, optimizer moments, RNG states
+  and the position in the data come from the checkpoint; the settings from THIS run. What fixes the examples each
+  step sees must match the checkpoint (per-device batch size, accumulation, processes, seed, the data's length, the
+  model's shape, ``layer_lr_decay``): else one error naming the setting and both values, before anything is written.
+  A larger ``max_steps`` extends the run; a new ``learning_rate`` / ``warmup_steps`` / ``min_lr_ratio`` (and the
+  other optimizer settings) take effect from the resume step: the update of step s+1 uses
+  ``learning_rate * WarmupCosine(warmup_steps, total, min_lr_ratio)(s)`` with the new values, the schedule of a run
+  planned with them from the start. A time budget counts the time the run already spent.
 * The logged ``loss`` is the mean of the logged steps' losses (each the item-weighted mean above), ``grad_norm``
   the norm of the last step's whole gradient before clipping: what the updates used.
 
@@ -66,7 +74,13 @@ from tqdm.auto import tqdm
 from .artifacts import LOG_FILE, plot_loss_curve, save_model_folder, write_metrics
 from .batches import MicroBatchStream
 from .budget import TimeBudget
-from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    TRAINER_STATE,
+    check_checkpoint_matches,
+    list_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .config import (  # noqa: F401  (importable from here too)
     TRACKER_MODULES,
     TrainingConfig,
@@ -78,6 +92,7 @@ from .config import (  # noqa: F401  (importable from here too)
 from .evaluation import EvalLoss, evaluate_loss, sample_text
 from .logs import LossWindow, RunLog, tracker_list
 from .optim import WarmupCosine, create_optimizer
+from .resume import apply_settings, check_resume, run_identity, settings_of
 from .step import TrainStep
 
 
@@ -160,6 +175,7 @@ class Trainer:
             if loader is not None and _length(loader) == 0:
                 raise ValueError(f"the {name} dataloader yields no batches (is the {name} data empty?)"
                                  + (" Pass eval_dataloader=None to train without evaluation." if name[0] == "e" else ""))
+        self.identity = run_identity(c, train_dataloader, acc.num_processes)  # what a resume must match
         optimizer = create_optimizer(model, c, acc.device)
         steps_per_epoch = self._steps_per_epoch(train_dataloader, acc.num_processes)
         if c.max_steps > 0:
@@ -180,6 +196,7 @@ class Trainer:
         self.global_step = 0
         self.train_tokens = 0  # tokens seen by all processes
         self.train_seconds = 0.0  # time in forward/backward/step only
+        self.run_seconds = 0.0  # wall time of the run up to the last step, over every resume (the time budget's)
         self.run_log = RunLog(acc, self.output_dir)  # log.jsonl, the trackers, the history
 
     # -- set-up helpers
@@ -219,29 +236,39 @@ class Trainer:
         acc = self.accelerator
         state = {
             "global_step": self.global_step, **self.stream.state(),  # between steps: no gradient is pending
-            "gradient_accumulation_steps": self.config.gradient_accumulation_steps,
             "total_steps": self.total_steps, "train_tokens": self.train_tokens,
-            "train_seconds": self.train_seconds, "num_processes": acc.num_processes,
+            "train_seconds": self.train_seconds, "run_seconds": self.run_seconds, **self.identity,
             "model_class": type(acc.unwrap_model(self.model)).__name__, "model_summary": self._model_summary(),
         }
         return save_checkpoint(acc, self.output_dir, self.global_step, state, self.config.save_total_limit)
 
+    def check_checkpoint(self, spec: str) -> tuple[Path, dict]:
+        """Resolve ``spec`` and check it against this run (the model's shape, the resume contract: resume.py);
+        returns (the checkpoint folder, its trainer state). Reads only: nothing is written or loaded."""
+        path = resolve_checkpoint(spec, self.output_dir)
+        check_checkpoint_matches(path, self.accelerator.unwrap_model(self.model))
+        state = json.loads((path / TRAINER_STATE).read_text())
+        check_resume(path, state, self.identity, self._planned_steps)
+        return path, state
+
     def load_checkpoint(self, spec: str) -> Path:
+        """Continue from a checkpoint: its weights, optimizer moments, RNG states and position in the data, with THIS
+        run's settings (resume.py: the new learning rate, warmup, horizon ... take effect from its step)."""
         acc = self.accelerator
-        path, state = load_checkpoint(acc, spec, self.output_dir, acc.unwrap_model(self.model))
-        if state.get("num_processes", acc.num_processes) != acc.num_processes:
-            self._print(
-                f"warning: checkpoint was written by {state['num_processes']} processes, resuming on "
-                f"{acc.num_processes}; the data order after resume will differ"
-            )
-        self.global_step = state["global_step"]
+        path, state = self.check_checkpoint(spec)
+        settings, schedule_state = settings_of(self.optimizer), dict(vars(self.schedule))
+        acc.load_state(str(path))  # also restores the checkpoint's optimizer settings and schedule: replaced below
+        self.global_step = step = state["global_step"]
+        if (self.config.max_train_minutes or 0) > 0 and state["total_steps"] > step:  # the budget's last plan
+            schedule_state["total_steps"] = min(state["total_steps"], self._planned_steps)
+        apply_settings(self.optimizer, self.scheduler.scheduler, settings, schedule_state, step)
         self.stream.close()
         self.stream = MicroBatchStream(self.train_dataloader, acc, state["epoch"], state["batches_into_epoch"])
-        self.schedule.total_steps = state["total_steps"]
         self.train_tokens = state["train_tokens"]
         self.train_seconds = state["train_seconds"]
+        self.run_seconds = state.get("run_seconds", state["train_seconds"])
         self.run_log.keep_until(self.global_step)
-        self._print(f"resumed from {path} at step {self.global_step}")
+        self._print(f"resumed from {path} at step {self.global_step} of {self.total_steps}")
         return path
 
     # -- evaluation and samples (evaluation.py)
@@ -283,6 +310,8 @@ class Trainer:
     # -- training
     def train(self) -> dict[str, float]:
         c, acc = self.config, self.accelerator
+        if c.resume_from_checkpoint:
+            self.check_checkpoint(c.resume_from_checkpoint)  # the resume contract, before anything is written
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "training_config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
@@ -307,8 +336,8 @@ class Trainer:
         budget = None
         if c.max_train_minutes and c.max_train_minutes > 0:
             budget = TimeBudget(acc, c.max_train_minutes, cap=self._planned_steps, initial=self.total_steps)
-            budget.start(self.global_step)
-        start = time.perf_counter()
+            budget.start(self.global_step, spent=self.run_seconds)  # a resumed run counts the time already spent
+        start, run_seconds_before = time.perf_counter(), self.run_seconds
         window = LossWindow()
         last_saved, grad_norm, time_up = None, None, False
         self.model.train()
@@ -330,6 +359,7 @@ class Trainer:
             window.add(result.loss, result.num_tokens, dt)
             self.train_tokens += result.num_tokens
             self.train_seconds += dt
+            self.run_seconds = run_seconds_before + time.perf_counter() - start
             bar.total = self.total_steps
             bar.update(1)
             final = time_up or self.global_step >= self.total_steps
