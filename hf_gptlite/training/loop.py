@@ -23,7 +23,8 @@ What a step is, on any number of processes:
   counts micro-batches by itself and forces a step at every dataloader end, which splits steps at epoch ends and
   can leave the last gradients of a run unapplied.
 * Decisions every process must share are made once: "some process saw a non-finite loss" is all-reduced (each
-  process then raises the same ``TrainingDivergedError`` before the update, no checkpoint of the bad weights),
+  process then raises the same ``TrainingDivergedError`` before the update, no checkpoint of the bad weights), and so
+  is a non-finite gradient norm (measured with clipping off too: a NaN gradient can come with a finite loss),
   "time is up" and the planned horizon come from the main process's clock (budget.py), capped by ``max_steps``.
 * Checkpoints are written between steps (no pending gradients): a resumed run replays the interrupted step from its
   first micro-batch and ends with the weights of an uninterrupted run.
@@ -346,9 +347,9 @@ class Trainer:
             result = self.step.forward_backward(self.stream.take(c.gradient_accumulation_steps))
             if not result.finite:  # decided across processes: every one raises here, before the update
                 self._diverged(f"loss became {result.loss}", last_saved)
-            grad_norm = self.step.clip()
-            if grad_norm is not None and not math.isfinite(grad_norm) and acc.mixed_precision != "fp16":
-                self._diverged(f"the gradient norm became {grad_norm}", last_saved)  # fp16: the scaler skips it
+            grad_norm = self.step.clip()  # the same on every process; measured with clipping off too
+            if not math.isfinite(grad_norm) and acc.mixed_precision != "fp16":  # fp16: the scaler skips the update
+                self._diverged(f"the gradient norm became {grad_norm}", last_saved)
             self.step.update()
             self.global_step += 1
             if budget is not None:  # the plan of the main process, shared; it sets the LR of the next steps
@@ -367,8 +368,7 @@ class Trainer:
             if self.global_step % c.logging_steps == 0 or final:
                 record = {**window.record(), "learning_rate": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
                           "elapsed_s": time.perf_counter() - start}
-                if grad_norm is not None:
-                    record["grad_norm"] = grad_norm
+                record["grad_norm"] = grad_norm
                 self._log(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['learning_rate']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}")
