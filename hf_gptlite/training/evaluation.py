@@ -36,7 +36,8 @@ def evaluate_loss(model, accelerator, loader, max_batches: int | None = None) ->
     total_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
     total_count = torch.zeros((), dtype=torch.float64, device=acc.device)
     for batch in take(loader, max_batches):
-        out = model(**batch)
+        with acc.autocast():  # the run's precision, also after train() gave the model back unwrapped
+            out = model(**batch)
         nats, count = loss_per_example(out, batch, shifted)
         nats, count = acc.gather_for_metrics((nats.double(), count.double()))
         total_loss += nats.sum()

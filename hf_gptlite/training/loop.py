@@ -118,6 +118,19 @@ def _destroy_process_group_at_exit() -> None:
 _EXIT_HOOKED = False
 
 
+def restore_forward(model: nn.Module) -> None:
+    """Undo ``accelerator.prepare``'s mixed-precision wrapper of ``model.forward`` (an autocast + fp32-outputs
+    function set on the instance, the original kept in ``_original_forward``): a model handed to ``train()`` comes
+    back computing in the precision it had, and the next run on the same object gets its own precision."""
+    original = vars(model).pop("_original_forward", None)
+    if original is None:
+        return
+    if getattr(original, "__func__", None) is type(model).forward and getattr(original, "__self__", None) is model:
+        vars(model).pop("forward", None)  # the class's forward again
+    else:
+        model.forward = original  # a forward the caller had set on the instance
+
+
 def _length(loader) -> int | None:
     """Batches in one pass; None for streamed data (a DataLoader over an IterableDataset raises TypeError)."""
     try:
@@ -188,6 +201,8 @@ class Trainer:
         self._planned_steps = total  # the cap of a time budget
         self.schedule = WarmupCosine(c.warmup_steps, total, c.min_lr_ratio)
         scheduler = LambdaLR(optimizer, self.schedule)
+        self._handed_in, self._was_training = model, model.training  # given back as found (restore_forward)
+        restore_forward(model)  # a wrapper an earlier prepare left (a Trainer built and never trained)
         self.model, self.optimizer, self.train_dataloader, self.scheduler = acc.prepare(
             model, optimizer, train_dataloader, scheduler
         )
@@ -310,6 +325,15 @@ class Trainer:
 
     # -- training
     def train(self) -> dict[str, float]:
+        """Run to the end (or the time budget); returns the final metrics. The model handed in comes back as it was
+        handed in (no mixed-precision wrapper, its train/eval mode), also when the run raises."""
+        try:
+            return self._train()
+        finally:
+            restore_forward(self._handed_in)
+            self._handed_in.train(self._was_training)
+
+    def _train(self) -> dict[str, float]:
         c, acc = self.config, self.accelerator
         if c.resume_from_checkpoint:
             self.check_checkpoint(c.resume_from_checkpoint)  # the resume contract, before anything is written

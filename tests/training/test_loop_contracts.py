@@ -61,3 +61,28 @@ def test_clipping_off_leaves_the_gradient_as_it_is(tmp_path):
     wa, wb = load_file(tmp_path / "off" / "model.safetensors"), load_file(tmp_path / "huge" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert all("grad_norm" in r for r in a.history if "loss" in r)
+
+
+def test_train_gives_the_model_back_as_it_found_it_and_a_reused_model_trains_in_the_precision_asked(tmp_path):
+    """The same model object trained in bf16, then with mixed_precision 'no': the second run's Linear layers
+    compute in fp32 (they used to keep the first run's bf16 autocast), and after each run the model has no wrapper
+    on its forward, no hook, and the train/eval mode it was handed in with."""
+    model = W.tiny_model().eval()
+    loader = torch.utils.data.DataLoader(W.ragged_examples()[:4], batch_size=W.BATCH)
+    hooks_before = [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
+    W.Trainer(model, loader, None, None, W.training_config(tmp_path / "bf16", "bf16", max_steps=1)).train()
+    assert "forward" not in vars(model) and not model.training
+
+    seen = []
+    linear = model.transformer.h[0].mlp.c_fc
+    handle = linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    metrics = W.Trainer(model, loader, None, None, W.training_config(tmp_path / "no", "no", max_steps=1)).train()
+    assert metrics["mixed_precision"] == "no"
+    assert seen and set(seen) == {torch.float32}, seen  # every forward of the second run, in fp32
+    seen.clear()
+    with torch.no_grad():
+        model(input_ids=W.ragged_examples()[0]["input_ids"][None])
+    assert seen == [torch.float32]
+    handle.remove()
+    assert "forward" not in vars(model) and "_original_forward" not in vars(model) and not model.training
+    assert [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()] == hooks_before
