@@ -90,7 +90,7 @@ from .config import (  # noqa: F401  (importable from here too)
     resolve_mixed_precision,
     tracker_names,
 )
-from .evaluation import EvalLoss, evaluate_loss, sample_text
+from .evaluation import EvalLoss, evaluate_loss, rng_kept, sample_text
 from .logs import LossWindow, RunLog, tracker_list
 from .optim import WarmupCosine, create_optimizer
 from .resume import apply_settings, check_resume, run_identity, settings_of
@@ -298,13 +298,15 @@ class Trainer:
         model.eval()
         metrics: dict[str, float] = {}
         measured = EvalLoss(None, 0, max_batches is None)
-        if self.eval_dataloader is not None:
-            measured = evaluate_loss(model, acc, self.eval_dataloader, max_batches)
-            metrics["eval_loss"] = measured.loss
-        if self.compute_metrics is not None:
-            with torch.no_grad():
-                metrics.update(self.compute_metrics(acc.unwrap_model(model), acc, measured))
-        model.train()
+        try:
+            with rng_kept(acc.device), torch.no_grad():  # training goes on with the random streams it had
+                if self.eval_dataloader is not None:
+                    measured = evaluate_loss(model, acc, self.eval_dataloader, max_batches)
+                    metrics["eval_loss"] = measured.loss
+                if self.compute_metrics is not None:
+                    metrics.update(self.compute_metrics(acc.unwrap_model(model), acc, measured))
+        finally:
+            model.train()
         return metrics
 
     def sample(self, prompt: str | None = None) -> str | None:

@@ -86,3 +86,67 @@ def test_train_gives_the_model_back_as_it_found_it_and_a_reused_model_trains_in_
     handle.remove()
     assert "forward" not in vars(model) and "_original_forward" not in vars(model) and not model.training
     assert [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()] == hooks_before
+
+
+def test_evaluations_and_samples_leave_every_random_stream_as_they_found_it(tmp_path):
+    """Dropout 0.1: a run evaluating every step (and sampling) ends with weights bit-identical to the same run with
+    neither. The DataLoader of an evaluation pass used to draw its seed from torch's random stream, which dropout
+    follows."""
+    import random
+
+    import numpy as np
+
+    from hf_gptlite.training.evaluation import rng_kept
+
+    plain = W.make_trainer(tmp_path / "plain", gas=2, dropout=0.1, max_steps=4)
+    plain.train()
+    eval_loader = torch.utils.data.DataLoader(W.ragged_examples(seed=1), batch_size=W.BATCH, shuffle=True)
+    evals = W.make_trainer(tmp_path / "evals", gas=2, dropout=0.1, max_steps=4, eval_loader=eval_loader,
+                           eval_steps=1)
+    evals.train()
+    assert sum("eval_loss" in r for r in evals.history) == 1 + 3 + 1
+    a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "evals" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # every stream, by hand
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    with rng_kept(torch.device("cpu")):
+        random.random(), np.random.rand(), torch.rand(3)
+    assert random.getstate() == states[0] and (np.random.get_state()[1] == states[1]).all()
+    assert torch.equal(torch.get_rng_state(), states[2])
+
+
+def test_evaluation_makes_no_full_size_fp32_copy_of_the_logits(tmp_path):
+    """A causal LM's evaluation allocates no fp32 tensor of the logits' size beyond what the model's forward itself
+    allocates (it used to add an upcast copy and a log-softmax of (N, V)); the loss is still exact."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    examples = W.ragged_examples(seed=1)[:4]
+    batch = {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+    threshold = batch["input_ids"].numel() * W.VOCAB // 2  # half the logits: a per-example block is a quarter
+
+    class LargeFloat32(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.numel() >= threshold \
+                        and not t._is_view():
+                    self.seen.append(str(func))
+            return out
+
+    trainer = W.make_trainer(tmp_path, eval_loader=torch.utils.data.DataLoader(examples, batch_size=4), max_steps=1)
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    with torch.no_grad(), LargeFloat32() as forward_only:
+        model(**batch)
+    with LargeFloat32() as evaluation:
+        metrics = trainer.evaluate()
+    assert forward_only.seen and sorted(evaluation.seen) == sorted(forward_only.seen), evaluation.seen
+    with torch.no_grad():
+        logits = model(**batch).logits[:, :-1]
+        exact = torch.nn.functional.cross_entropy(logits.reshape(-1, W.VOCAB), batch["labels"][:, 1:].reshape(-1),
+                                                  ignore_index=-100)
+    assert metrics["eval_loss"] == pytest.approx(exact.item(), rel=1e-6)
