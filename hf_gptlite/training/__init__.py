@@ -18,7 +18,7 @@ from .budget import TimeBudget
 from .checkpoints import list_checkpoints, resolve_checkpoint
 from .config import TrainingConfig, distributed_state, resolve_mixed_precision
 from .evaluation import EvalLoss
-from .loop import Trainer, TrainingDivergedError, train
+from .loop import Trainer, TrainingDivergedError, steps_per_epoch, train
 from .optim import WarmupCosine, create_optimizer, parameter_groups
 from .step import StepResult, TrainStep
 
@@ -26,5 +26,5 @@ __all__ = [
     "TrainingConfig", "Trainer", "TrainingDivergedError", "EvalLoss", "train", "resolve_mixed_precision",
     "distributed_state", "parameter_groups", "create_optimizer", "WarmupCosine", "list_checkpoints",
     "resolve_checkpoint", "plot_loss_curve", "read_log", "write_metrics", "MicroBatchStream", "count_items",
-    "loss_shifts_labels", "loss_takes_num_items", "TimeBudget", "StepResult", "TrainStep",
+    "loss_shifts_labels", "loss_takes_num_items", "TimeBudget", "StepResult", "TrainStep", "steps_per_epoch",
 ]

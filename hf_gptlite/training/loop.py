@@ -131,6 +131,12 @@ def restore_forward(model: nn.Module) -> None:
         model.forward = original  # a forward the caller had set on the instance
 
 
+def steps_per_epoch(num_batches: int, num_processes: int, gradient_accumulation_steps: int) -> float:
+    """Optimizer steps in one pass over ``num_batches`` batches (a fraction: the stream goes on into the next pass):
+    accelerate deals the batches to the processes, a step takes ``gradient_accumulation_steps`` on each."""
+    return math.ceil(num_batches / num_processes) / gradient_accumulation_steps
+
+
 def _length(loader) -> int | None:
     """Batches in one pass; None for streamed data (a DataLoader over an IterableDataset raises TypeError)."""
     try:
@@ -219,7 +225,7 @@ class Trainer:
     def _steps_per_epoch(self, dataloader, num_processes: int) -> float | None:
         """Steps in one pass over the data (a fraction: the stream goes on into the next pass)."""
         n = _length(dataloader)  # batches in one pass, before accelerate splits them across processes
-        return None if n is None else math.ceil(n / num_processes) / self.config.gradient_accumulation_steps
+        return None if n is None else steps_per_epoch(n, num_processes, self.config.gradient_accumulation_steps)
 
     @property
     def total_steps(self) -> int:
@@ -480,6 +486,6 @@ def train(model, train_dataloader, eval_dataloader=None, tokenizer=None, config:
 
 
 __all__ = [
-    "TrainingConfig", "Trainer", "TrainingDivergedError", "EvalLoss", "train", "resolve_mixed_precision",
+    "steps_per_epoch", "TrainingConfig", "Trainer", "TrainingDivergedError", "EvalLoss", "train", "resolve_mixed_precision",
     "distributed_state",
 ]
