@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -76,7 +77,9 @@ class TrainingConfig:
         default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints) or a checkpoint folder"}
     )
     mixed_precision: str = field(
-        default="auto", metadata={"help": "auto (bf16 where the hardware has it) | no | bf16 | fp16"}
+        default="auto",
+        metadata={"help": "auto (accelerate launch's / accelerate config's choice, else bf16 where the hardware has "
+                          "it) | no | bf16 | fp16"}
     )
     report_to: str = field(
         default="auto", metadata={"help": "auto (tensorboard/trackio if installed) | none | comma list of trackers"}
@@ -108,11 +111,16 @@ class TrainingConfig:
 
 # ---- hardware ------------------------------------------------------------------------------------
 def resolve_mixed_precision(requested: str = "auto") -> str:
-    """``auto`` -> ``bf16`` only where bf16 math is fast: a CUDA GPU with bf16, or a CPU with AMX /
-    AVX512-BF16 (on AVX2-only CPUs bf16 is emulated, tens of times slower than fp32); ``fp16`` on older
-    CUDA GPUs; else ``no``."""
+    """``auto`` -> the launcher's choice when there is one: ``ACCELERATE_MIXED_PRECISION``, which ``accelerate launch
+    --mixed_precision`` and the ``mixed_precision`` of an ``accelerate config`` file set (``accelerate launch`` with
+    neither sets ``no``), or the variable set by hand. Without one: ``bf16`` only where bf16 math is fast: a CUDA GPU
+    with bf16, or a CPU with AMX / AVX512-BF16 (on AVX2-only CPUs bf16 is emulated, tens of times slower than fp32);
+    ``fp16`` on older CUDA GPUs; else ``no``. Any other value is the run's own explicit choice and wins."""
     if requested != "auto":
         return requested
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
+    if launcher:
+        return launcher
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     cpu = torch.cpu

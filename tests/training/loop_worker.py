@@ -152,6 +152,8 @@ def run(name: str, precision: str, root: Path, args) -> None:
             out.mkdir(parents=True, exist_ok=True)
             (out / f"result_rank{state.process_index}.json").write_text(json.dumps(result))
             return
+        elif name == "one_step":  # one step in the precision asked (auto: the launcher's or the hardware's)
+            trainer = make_trainer(out, precision, max_steps=1)
         elif name == "budget_cap":  # max_steps 40 under a generous budget
             trainer = make_trainer(out, precision, gas=2, max_steps=40, max_train_minutes=5.0, logging_steps=10)
         elif name == "budget_time":  # the budget binds first; rank 1's clock runs 10x fast
@@ -184,7 +186,7 @@ def run(name: str, precision: str, root: Path, args) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
-    parser.add_argument("scenarios", nargs="+", help="NAME[:PRECISION] (precision: no | bf16; default no)")
+    parser.add_argument("scenarios", nargs="+", help="NAME[:PRECISION] (precision: no | bf16 | auto; default no)")
     parser.add_argument("--gas", type=int, default=4)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--copies", type=int, default=1)
