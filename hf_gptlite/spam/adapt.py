@@ -57,6 +57,8 @@ def adapt_language_model(cfg, train_texts: list[str], out_dir: str | Path) -> Pa
         "learning_rate": cfg.lm_adapt_learning_rate, "per_device_batch_size": cfg.lm_adapt_batch_size,
         "warmup_steps": min(cfg.lm_adapt_warmup_steps, max(0, steps - 1)), "eval_steps": 0, "save_steps": 0,
         "sample_steps": 0, "sample_prompt": None, "resume_from_checkpoint": None,
+        # the adaptation runs again when the classification run is resumed: its old run is replaced
+        "overwrite_output_dir": cfg.overwrite_output_dir or bool(cfg.resume_from_checkpoint),
     })
     print(f"LM adaptation: {len(texts)} training texts -> {n_blocks} blocks of {block_size} tokens; "
           f"{steps} steps of {cfg.lm_adapt_batch_size} blocks x {cfg.gradient_accumulation_steps} accumulation x "

@@ -15,7 +15,7 @@
 from .artifacts import plot_loss_curve, read_log, write_metrics
 from .batches import MicroBatchStream, count_items, loss_shifts_labels, loss_takes_num_items
 from .budget import TimeBudget
-from .checkpoints import list_checkpoints, resolve_checkpoint
+from .checkpoints import check_training_output, list_checkpoints, resolve_checkpoint
 from .config import TrainingConfig, distributed_state, resolve_mixed_precision
 from .evaluation import EvalLoss
 from .loop import Trainer, TrainingDivergedError, steps_per_epoch, train
@@ -27,4 +27,5 @@ __all__ = [
     "distributed_state", "parameter_groups", "create_optimizer", "WarmupCosine", "list_checkpoints",
     "resolve_checkpoint", "plot_loss_curve", "read_log", "write_metrics", "MicroBatchStream", "count_items",
     "loss_shifts_labels", "loss_takes_num_items", "TimeBudget", "StepResult", "TrainStep", "steps_per_epoch",
+    "check_training_output",
 ]

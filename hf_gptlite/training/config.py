@@ -76,6 +76,9 @@ class TrainingConfig:
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints) or a checkpoint folder"}
     )
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "a fresh run into an output_dir that holds a run: clear the old run's files (checkpoints, log, "
+                "metrics, weights) first; without it such a run is refused"})
     mixed_precision: str = field(
         default="auto",
         metadata={"help": "auto (accelerate launch's / accelerate config's choice, else bf16 where the hardware has "

@@ -72,12 +72,16 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
+from ..errors import as_user_error
 from .artifacts import LOG_FILE, plot_loss_curve, save_model_folder, write_metrics
 from .batches import MicroBatchStream
 from .budget import TimeBudget
 from .checkpoints import (
+    RUN_CONFIG,
     TRAINER_STATE,
     check_checkpoint_matches,
+    check_training_output,
+    clear_run,
     list_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
@@ -343,11 +347,17 @@ class Trainer:
 
     def _train(self) -> dict[str, float]:
         c, acc = self.config, self.accelerator
+        # every check before anything is written: the folder, the resume contract, a run already in the folder
+        check_training_output(c)
         if c.resume_from_checkpoint:
-            self.check_checkpoint(c.resume_from_checkpoint)  # the resume contract, before anything is written
+            with as_user_error(ValueError, FileNotFoundError, context="--resume_from_checkpoint"):
+                self.check_checkpoint(c.resume_from_checkpoint)
+        acc.wait_for_everyone()  # every process checked the folder before the main one clears it
         if acc.is_main_process:
+            if not c.resume_from_checkpoint and c.overwrite_output_dir and (removed := clear_run(self.output_dir)):
+                self._print(f"overwrite_output_dir: removed the old run's {', '.join(removed)} from {self.output_dir}")
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "training_config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
+            (self.output_dir / RUN_CONFIG).write_text(json.dumps(self.run_config, indent=2, default=str))
         acc.wait_for_everyone()
         if c.resume_from_checkpoint:
             self.load_checkpoint(c.resume_from_checkpoint)

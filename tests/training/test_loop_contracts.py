@@ -150,3 +150,15 @@ def test_evaluation_makes_no_full_size_fp32_copy_of_the_logits(tmp_path):
         exact = torch.nn.functional.cross_entropy(logits.reshape(-1, W.VOCAB), batch["labels"][:, 1:].reshape(-1),
                                                   ignore_index=-100)
     assert metrics["eval_loss"] == pytest.approx(exact.item(), rel=1e-6)
+
+
+def test_a_fresh_run_into_a_folder_that_holds_a_run_is_refused_or_clears_it(tmp_path):
+    from hf_gptlite.errors import OutputInTheWayError
+
+    W.make_trainer(tmp_path, max_steps=2, save_steps=2).train()
+    with pytest.raises(OutputInTheWayError, match="already holds a run .*--resume_from_checkpoint latest.*"
+                                                  "--overwrite_output_dir"):
+        W.make_trainer(tmp_path, max_steps=1, save_steps=1).train()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_2"]  # untouched
+    W.make_trainer(tmp_path, max_steps=1, save_steps=1, overwrite_output_dir=True).train()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_1"]  # latest is the new run's
