@@ -36,6 +36,10 @@ class OutputInTheWayError(UserError, FileExistsError):
     """An output path that exists and cannot be written into (a file where a folder goes, a non-empty folder)."""
 
 
+class OutputNotWritableError(UserError, PermissionError):
+    """An output folder that cannot be created or written (no permission, a read-only file system)."""
+
+
 class ServerUnreachableError(UserError, ConnectionError):
     """A server the command needs (the LLM judge, the Hub at ``HF_ENDPOINT``) cannot be reached."""
 
@@ -46,17 +50,26 @@ class MissingCredentialsError(UserError, PermissionError):
 
 def check_output_dir(path, what: str = "output folder"):
     """An output folder may be absent (it is created later, after every input was checked) or a folder; a file
-    in its place is refused now, before any work. Returns the path."""
+    in its place, or a place this process cannot write (the folder, or the nearest folder above it that exists),
+    is refused now, before any work. Writing is tried, not guessed from permission bits (which root ignores): a
+    nameless temporary file, gone when closed. Returns the path."""
+    import tempfile
     from pathlib import Path
 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputInTheWayError(f"{what} {str(path)!r} is a file; pass a folder (absent or existing)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputInTheWayError(f"{what} {str(path)!r} cannot be created: {str(parent)!r} is a file")
-            break
+    existing = path  # the folder, or the nearest one above it that exists: where the first write goes
+    if not path.is_dir():
+        existing = next(parent for parent in path.absolute().parents if parent.exists())
+        if not existing.is_dir():
+            raise OutputInTheWayError(f"{what} {str(path)!r} cannot be created: {str(existing)!r} is a file")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        where = "" if existing == path else f" in {str(existing)!r}"
+        raise OutputNotWritableError(f"{what} {str(path)!r} cannot be written{where}: {err.strerror or err}; pass "
+                                     "an --output_dir this user can write") from err
     return path
 
 
@@ -78,6 +91,7 @@ def as_user_error(*types: type[BaseException], context: str = "") -> Iterator[No
 
 
 __all__ = [
-    "UserError", "InputValueError", "MissingInputError", "NotAFileError", "OutputInTheWayError", "ServerUnreachableError",
+    "UserError", "InputValueError", "MissingInputError", "NotAFileError", "OutputInTheWayError", "OutputNotWritableError",
+    "ServerUnreachableError",
     "MissingCredentialsError", "as_user_error", "check_output_dir",
 ]

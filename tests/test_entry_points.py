@@ -138,6 +138,21 @@ def test_pretrain_spam_and_instruct_runs_exit_0(w):
     assert "data: 17 train" in w.runs["finetune_instruct"][1]
 
 
+def test_overwrite_output_dir_clears_the_old_run_first(w, tmp_path):
+    """A fresh run into a copy of the pretraining run (3 steps, a checkpoint at step 3) with --overwrite_output_dir:
+    the old run's checkpoints, log and metrics are gone before the new run writes (its `latest` would have been the
+    old step 3), a file of the user's stays."""
+    out = tmp_path / "again"
+    shutil.copytree(w.lm, out)
+    (out / "notes.txt").write_text("mine")
+    status, _, err = call(run_command, "pretrain", _pre(w, out, "--overwrite_output_dir", "--save_steps", "1"))
+    assert status == 0, err[-3000:]
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_1", "step_2"]
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()][-1] == 2
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 2
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_tokenizer_evaluate_chat_classify_push_runs_exit_0(w):
     tok = w.root / "tok"
     status, out, err = call(run_command, "train_tokenizer", ["--files", *w.corpus["files"], "--vocab_size", "270",
@@ -261,6 +276,22 @@ def _pre(w, out, *extra):
             w.corpus["tokenizer_dir"], "--max_steps", "2", *TINY, *extra]
 
 
+def _unwritable(w) -> Path:
+    """An output folder under a folder this user cannot write: a folder without write permission, or (as root, whom
+    permission bits do not stop) one under /sys, where nobody can create a file."""
+    import tempfile
+
+    locked = w.root / "locked"
+    locked.mkdir(exist_ok=True)
+    locked.chmod(0o555)
+    for parent in (locked, Path("/sys")):
+        try:
+            tempfile.TemporaryFile(dir=parent).close()
+        except OSError:
+            return parent / "run"
+    pytest.skip("no folder this user cannot write was found")
+
+
 def _unreachable_hub(w):
     w.hub_url = f"http://127.0.0.1:{closed_port()}"
     return {"HF_ENDPOINT": w.hub_url, "HF_TOKEN": "hf_not_a_real_token"}
@@ -301,6 +332,17 @@ MISTAKES = [
     Mistake("tokenizer output is a file", "train_tokenizer",
             lambda w: ["--files", *w.corpus["files"], "--vocab_size", "270", "--output_dir", str(w.a_file)],
             lambda w: f"output folder {str(w.a_file)!r} is a file", lambda w: w.a_file),
+    Mistake("fresh run into a folder that holds a run", "pretrain", lambda w: _pre(w, w.resume_copy),
+            lambda w: f"output folder {str(w.resume_copy)!r} already holds a run", lambda w: w.resume_copy),
+    Mistake("unwritable output folder", "pretrain", lambda w: _pre(w, _unwritable(w)),
+            lambda w: f"output folder {str(_unwritable(w))!r} cannot be written", lambda w: _unwritable(w)),
+    Mistake("zero block size", "pretrain", lambda w: _pre(w, w.root / "m_bs", "--block_size", "0"),
+            lambda w: "block_size must be >= 1 (or unset: the model's context), got 0", lambda w: w.root / "m_bs"),
+    Mistake("resume with another batch size", "pretrain",
+            lambda w: _pre(w, w.resume_copy, "--resume_from_checkpoint", "latest", "--max_steps", "5",
+                           "--per_device_batch_size", "4"),
+            lambda w: "per_device_batch_size was 8 in the checkpoint and is 4 now", lambda w: w.resume_copy,
+            quiet=False),  # checked by the loop, after the data was read (the data's length is part of the contract)
     Mistake("resume from a checkpoint of another shape", "pretrain",
             lambda w: _pre(w, w.resume_copy, "--hidden_size", "32", "--resume_from_checkpoint", "latest"),
             lambda w: "--resume_from_checkpoint: checkpoint", lambda w: w.resume_copy),

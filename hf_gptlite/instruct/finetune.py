@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InputValueError, as_user_error, check_output_dir
+from ..errors import InputValueError, as_user_error
 from ..loading import PRETRAINED_HINT, check_model_source, check_resume_checkpoint, load_causal_lm
 from ..pretrain.metrics import lm_metrics
 from ..tokenization import ensure_pad_token
-from ..training import TrainingConfig, train
+from ..training import TrainingConfig, check_training_output, train
 from ..training.artifacts import LORA_TARGET_MODULES, attach_lora
 from .data import InstructionCollator, load_alpaca_records, prepare_examples, set_chat_template, split_records
 
@@ -87,7 +87,7 @@ def run_finetune_instruct(cfg: FinetuneInstructConfig) -> dict:
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    check_output_dir(cfg.output_dir)
+    check_training_output(cfg)  # writable, and no other run in it unless resumed or overwritten
     check_model_source(cfg.model_name_or_path, PRETRAINED_HINT)
     split = split_records(load_alpaca_records(cfg.data, cfg.data_split))
     split["train"] = split["train"][: cfg.max_train_records]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from ..errors import InputValueError, MissingInputError, as_user_error, check_output_dir
+from ..errors import InputValueError, MissingInputError, as_user_error
 from ..loading import check_resume_checkpoint, check_tokenizer_source
 from ..modeling_gptlite import GPTLiteForCausalLM
 from ..tokenization import BYTE_ALPHABET_SIZE, SPECIAL_TOKENS, ensure_pad_token
-from ..training import distributed_state, train
+from ..training import check_training_output, distributed_state, train
 from .config import PretrainConfig, build_model_config
 from .data import build_lm_data, check_block_size, lm_dataloaders, load_hub_documents, load_text_documents
 from .metrics import lm_metrics
@@ -68,9 +68,11 @@ def load_or_train_tokenizer(cfg: PretrainConfig, texts):
 def check_pretrain_inputs(cfg: PretrainConfig) -> int:
     """Every check that needs no data: the output folder, the model shape, the block size, the data and
     tokenizer sources. Returns the block size."""
-    check_output_dir(cfg.output_dir)
+    check_training_output(cfg)  # writable, and no other run in it unless resumed or overwritten
     with as_user_error(ValueError):  # an unknown preset or a bad size override
         model_config = build_model_config(cfg)
+    if cfg.block_size is not None and cfg.block_size < 1:
+        raise InputValueError(f"block_size must be >= 1 (or unset: the model's context), got {cfg.block_size}")
     block_size = cfg.block_size or model_config.max_position_embeddings
     check_block_size(block_size, model_config.max_position_embeddings)
     if cfg.dataset_name and cfg.train_files:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..pretrain.data import build_lm_data, check_block_size, lm_dataloaders
 from ..pretrain.metrics import lm_metrics
-from ..training import TrainingConfig, train
+from ..training import TrainingConfig, distributed_state, steps_per_epoch, train
 
 ADAPT_DIR = "lm_adapt"
 
@@ -48,17 +48,21 @@ def adapt_language_model(cfg, train_texts: list[str], out_dir: str | Path) -> Pa
     data = build_lm_data(tokenizer, block_size, train_docs=texts)
     loader, _ = lm_dataloaders(data, cfg.lm_adapt_batch_size, seed=cfg.seed)
     n_blocks = len(data.train)
-    steps = cfg.lm_adapt_steps if cfg.lm_adapt_steps > 0 else max(1, math.ceil(cfg.lm_adapt_epochs * len(loader)))
+    # an epoch is one pass over the blocks, however they are dealt to processes and accumulated into steps
+    per_epoch = steps_per_epoch(len(loader), distributed_state().num_processes, cfg.gradient_accumulation_steps)
+    steps = cfg.lm_adapt_steps if cfg.lm_adapt_steps > 0 else max(1, math.ceil(cfg.lm_adapt_epochs * per_epoch))
     shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainingConfig)}
     lm_cfg = TrainingConfig(**{
         **shared, "output_dir": str(out_dir), "max_steps": steps, "max_train_minutes": None,
         "learning_rate": cfg.lm_adapt_learning_rate, "per_device_batch_size": cfg.lm_adapt_batch_size,
         "warmup_steps": min(cfg.lm_adapt_warmup_steps, max(0, steps - 1)), "eval_steps": 0, "save_steps": 0,
         "sample_steps": 0, "sample_prompt": None, "resume_from_checkpoint": None,
+        # the adaptation runs again when the classification run is resumed: its old run is replaced
+        "overwrite_output_dir": cfg.overwrite_output_dir or bool(cfg.resume_from_checkpoint),
     })
     print(f"LM adaptation: {len(texts)} training texts -> {n_blocks} blocks of {block_size} tokens; "
-          f"{steps} steps of {cfg.lm_adapt_batch_size} blocks ({steps * cfg.lm_adapt_batch_size / max(1, n_blocks):.1f} "
-          f"epochs), lr {cfg.lm_adapt_learning_rate:g}", flush=True)
+          f"{steps} steps of {cfg.lm_adapt_batch_size} blocks x {cfg.gradient_accumulation_steps} accumulation x "
+          f"{distributed_state().num_processes} processes ({steps / per_epoch:.1f} epochs), lr {cfg.lm_adapt_learning_rate:g}", flush=True)
     train(model, loader, None, tokenizer, lm_cfg, compute_metrics=lm_metrics(),
           run_config={**dataclasses.asdict(lm_cfg), "phase": "lm_adapt", "source": str(cfg.model_name_or_path),
                       "from_scratch": cfg.from_scratch, "num_texts": len(texts), "block_size": block_size})

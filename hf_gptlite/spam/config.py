@@ -73,6 +73,9 @@ class SpamConfig(TrainingConfig):
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0.0 <= self.lora_dropout < 1.0:
             raise InputValueError(f"lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1), got "
                                   f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}")
+        if self.lm_adapt_block_size is not None and self.lm_adapt_block_size < 1:
+            raise InputValueError(f"lm_adapt_block_size must be >= 1 (or None: the model's context), got "
+                                  f"{self.lm_adapt_block_size}")
         if self.max_length is not None and self.max_length < 2:
             raise InputValueError(f"max_length must be at least 2 tokens (or None), got {self.max_length}")
         if self.lm_adapt_epochs < 0 or self.lm_adapt_steps < 0 or self.lm_adapt_batch_size < 1:

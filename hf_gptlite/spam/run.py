@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import check_output_dir
 from ..loading import PRETRAINED_HINT, check_model_source, check_resume_checkpoint
-from ..training import distributed_state, train
+from ..training import check_training_output, distributed_state, train
 from ..training.artifacts import write_metrics
 from .adapt import ADAPT_DIR, adapt_language_model, lm_adapt_enabled
 from .config import SpamConfig
@@ -40,7 +40,7 @@ def run_spam_finetune(cfg: SpamConfig) -> dict:
     out = Path(cfg.output_dir)
     split_dir = Path(cfg.split_dir) if cfg.split_dir else out / "split"
     # 1. checks that load nothing: the folders, the model's files, a data file that must be read anyway
-    check_output_dir(out)
+    check_training_output(cfg)  # writable, and no other run in it unless resumed or overwritten
     check_output_dir(split_dir, "split folder")
     check_model_source(cfg.model_name_or_path, PRETRAINED_HINT)
     source = None  # a new split's data, read (and refused) now; an existing split is reused as it is

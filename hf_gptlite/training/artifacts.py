@@ -75,13 +75,13 @@ def attach_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 
                 modules_to_save: Sequence[str] | None = None, verbose: bool = True):
     """Wrap ``model`` with PEFT LoRA adapters (``target_modules``: names or a comma-separated string); only the
     adapters (and ``modules_to_save``, e.g. a fresh classification head) train."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     if isinstance(target_modules, str):
         target_modules = [m.strip() for m in target_modules.split(",") if m.strip()]
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                       task_type=task_type, modules_to_save=list(modules_to_save) if modules_to_save else None)
-    model = get_peft_model(model, lora)
+    model = attach_lora_config(model, lora)
     if verbose:
         model.print_trainable_parameters()
     return model
@@ -91,20 +91,49 @@ def is_peft_model(model: nn.Module) -> bool:
     return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
 
 
+def _plain_class(model: nn.Module) -> type:
+    """The model's own class: FSDP2's ``FSDP<Name>`` subclass (``fully_shard``) peeled off."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without distributed support
+        return type(model)
+    cls = type(model)
+    if issubclass(cls, FSDPModule):
+        return next(base for base in cls.__bases__ if base is not FSDPModule)
+    return cls
+
+
+def _plain_peft_copy(model: nn.Module, state_dict: dict | None):
+    """A copy of the PEFT ``model`` on the CPU holding ``state_dict`` (default: the model's own; under FSDP the
+    gathered full weights, since the model's own are shards) as plain tensors: the same base class and config, the
+    same adapters. Merging the copy leaves the model that was trained as it was."""
+    import copy
+
+    base = model.get_base_model()
+    fresh = _plain_class(base)(copy.deepcopy(base.config))  # random weights, all overwritten below
+    adapter = model.active_adapter
+    plain = attach_lora_config(fresh, copy.deepcopy(model.peft_config[adapter]))
+    plain.load_state_dict(model.state_dict() if state_dict is None else state_dict, strict=True)
+    return plain.eval()
+
+
+def attach_lora_config(model: nn.Module, config):
+    """``get_peft_model`` with a ready ``LoraConfig`` (the one place adapters are attached)."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, config)
+
+
 @contextlib.contextmanager
 def _own_class(model: nn.Module):
     """FSDP2 (``fully_shard``) swaps a module's class for a subclass ``FSDP<Name>`` defined in torch; save_pretrained
     reads the class for ``config.auto_map`` and the code files it copies next to the weights (torch's, then). Saving
     under the model's own class keeps the folder a plain model folder."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # a torch without distributed support
-        FSDPModule = None
     cls = type(model)
-    if FSDPModule is None or not isinstance(model, FSDPModule):
+    if _plain_class(model) is cls:
         yield model
         return
-    model.__class__ = next(base for base in cls.__bases__ if base is not FSDPModule)
+    model.__class__ = _plain_class(model)
     try:
         yield model
     finally:
@@ -127,9 +156,12 @@ def _share_tied(model: nn.Module, state_dict: dict | None) -> dict | None:
 def save_model_folder(model: nn.Module, directory: str | os.PathLike, tokenizer=None, state_dict=None) -> nn.Module:
     """``save_pretrained`` (safetensors) of ``model`` and ``tokenizer`` into ``directory``. A PEFT model is saved
     as its adapter in ``directory/lora_adapter/`` and then merged, so the folder itself is a plain model that
-    ``from_pretrained`` and ``pipeline`` load. Returns the model that was saved (the merged one for PEFT)."""
+    ``from_pretrained`` and ``pipeline`` load; the merge is done on a copy, the model keeps its adapters.
+    ``state_dict``: the full weights where the model's own are shards (FSDP: ``accelerator.get_state_dict``).
+    Returns the model that was saved (the merged copy for PEFT)."""
     directory = Path(directory)
     if is_peft_model(model):
+        model = _plain_peft_copy(model, state_dict)
         model.save_pretrained(directory / LORA_ADAPTER_DIR)
         model, state_dict = model.merge_and_unload(), None
     with _own_class(model):

@@ -26,8 +26,9 @@ class TimeBudget:
         self._start = self._ref = None
         self._start_step = 0
 
-    def start(self, step: int) -> None:
-        self._start, self._start_step, self._ref = self.clock(), step, None
+    def start(self, step: int, spent: float = 0.0) -> None:
+        """Start the clock at ``step``, ``spent`` seconds of the budget already used (a resumed run's)."""
+        self._start, self._start_step, self._ref = self.clock() - spent, step, None
 
     def update(self, step: int) -> tuple[int, bool]:
         """After ``step`` steps: (planned total steps, time is up), the same on every process. The plan is at most

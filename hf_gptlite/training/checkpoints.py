@@ -5,6 +5,11 @@ states, safetensors) plus ``trainer_state.json`` (step, epoch, position in the d
 ``.tmp-step_N`` by every process (each its RNG state; under FSDP each its shards), and the main process renames it
 only after all have finished writing, so a kill at any moment leaves either the whole checkpoint or none. The loop
 saves between two optimizer steps, when no accumulated gradient is pending: a checkpoint is a step boundary.
+
+A run folder that already holds a run (its ``training_config.json``, log, metrics or checkpoints) takes a new run only
+as a resume of that run, or with ``overwrite_output_dir``, which clears the old run's files first
+(``check_run_folder`` / ``clear_run``): its checkpoints would otherwise sit beside the new run's, ``latest`` would
+resolve to the old run's higher step and ``save_total_limit`` would prune the new run's.
 """
 
 from __future__ import annotations
@@ -17,8 +22,57 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import OutputInTheWayError, check_output_dir
+from .artifacts import LOG_FILE, LORA_ADAPTER_DIR, METRICS_FILE
+
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
+RUN_CONFIG = "training_config.json"
+RUN_MARKERS = (RUN_CONFIG, LOG_FILE, METRICS_FILE, CHECKPOINTS_DIR)  # a folder with one of these holds a run
+# what clear_run removes: the markers, the loss curve and tracker logs, the old run's weights
+RUN_FILES = (*RUN_MARKERS, "loss_curve.png", "tensorboard", LORA_ADAPTER_DIR, "model*.safetensors",
+             "model.safetensors.index.json")
+
+
+def run_in(output_dir: str | os.PathLike) -> list[str]:
+    """The files of an earlier run in ``output_dir`` (``RUN_MARKERS`` present; an empty checkpoints/ is none)."""
+    root = Path(output_dir)
+    found = [name for name in RUN_MARKERS if (root / name).exists()]
+    if CHECKPOINTS_DIR in found and not any((root / CHECKPOINTS_DIR).iterdir()):
+        found.remove(CHECKPOINTS_DIR)
+    return found
+
+
+def check_run_folder(output_dir: str | os.PathLike, resume_from_checkpoint: str | None, overwrite: bool) -> None:
+    """A fresh run (no ``resume_from_checkpoint``) into a folder that holds a run is refused unless ``overwrite``
+    (``OutputInTheWayError``, one line with the three ways out). Reads only."""
+    if resume_from_checkpoint or overwrite:
+        return
+    found = run_in(output_dir)
+    if found:
+        raise OutputInTheWayError(
+            f"output folder {str(output_dir)!r} already holds a run ({', '.join(found)}); resume it with "
+            "--resume_from_checkpoint latest, pick another --output_dir, or pass --overwrite_output_dir to clear the "
+            "old run first"
+        )
+
+
+def check_training_output(config) -> None:
+    """The output checks of a training run (a ``TrainingConfig``), before it writes anything: the folder can be
+    written (``errors.check_output_dir``), and it holds no other run unless resumed or overwritten."""
+    check_output_dir(config.output_dir)
+    check_run_folder(config.output_dir, config.resume_from_checkpoint, config.overwrite_output_dir)
+
+
+def clear_run(output_dir: str | os.PathLike) -> list[str]:
+    """Remove the files of an earlier run from ``output_dir`` (``RUN_FILES``; anything else stays); returns their
+    names. Main process only."""
+    root, removed = Path(output_dir), []
+    for pattern in RUN_FILES:
+        for path in sorted(root.glob(pattern)):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 def _checkpoint_step(path: Path) -> int | None:
@@ -114,5 +168,6 @@ def load_checkpoint(accelerator, spec: str, output_dir: str | os.PathLike, model
     return path, state
 
 
-__all__ = ["CHECKPOINTS_DIR", "TRAINER_STATE", "list_checkpoints", "resolve_checkpoint", "check_checkpoint_matches",
-           "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINTS_DIR", "TRAINER_STATE", "RUN_CONFIG", "list_checkpoints", "resolve_checkpoint",
+           "check_checkpoint_matches", "save_checkpoint", "load_checkpoint", "run_in", "check_run_folder",
+           "check_training_output", "clear_run"]

@@ -23,10 +23,19 @@ What a step is, on any number of processes:
   counts micro-batches by itself and forces a step at every dataloader end, which splits steps at epoch ends and
   can leave the last gradients of a run unapplied.
 * Decisions every process must share are made once: "some process saw a non-finite loss" is all-reduced (each
-  process then raises the same ``TrainingDivergedError`` before the update, no checkpoint of the bad weights),
+  process then raises the same ``TrainingDivergedError`` before the update, no checkpoint of the bad weights), and so
+  is a non-finite gradient norm (measured with clipping off too: a NaN gradient can come with a finite loss),
   "time is up" and the planned horizon come from the main process's clock (budget.py), capped by ``max_steps``.
 * Checkpoints are written between steps (no pending gradients): a resumed run replays the interrupted step from its
   first micro-batch and ends with the weights of an uninterrupted run.
+* Resume (``resume_from_checkpoint``; resume.py, docs/training_loop.md): the weights, optimizer moments, RNG states
+  and the position in the data come from the checkpoint; the settings from THIS run. What fixes the examples each
+  step sees must match the checkpoint (per-device batch size, accumulation, processes, seed, the data's length, the
+  model's shape, ``layer_lr_decay``): else one error naming the setting and both values, before anything is written.
+  A larger ``max_steps`` extends the run; a new ``learning_rate`` / ``warmup_steps`` / ``min_lr_ratio`` (and the
+  other optimizer settings) take effect from the resume step: the update of step s+1 uses
+  ``learning_rate * WarmupCosine(warmup_steps, total, min_lr_ratio)(s)`` with the new values, the schedule of a run
+  planned with them from the start. A time budget counts the time the run already spent.
 * The logged ``loss`` is the mean of the logged steps' losses (each the item-weighted mean above), ``grad_norm``
   the norm of the last step's whole gradient before clipping: what the updates used.
 
@@ -36,6 +45,7 @@ Use it with your own dataloaders; batches are dicts the model takes as keyword a
     metrics = train(model, train_loader, eval_loader, tokenizer, TrainingConfig(output_dir="runs/x", max_steps=100))
 """
 
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,12 +54,10 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import (
@@ -64,139 +72,37 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
+from ..errors import as_user_error
 from .artifacts import LOG_FILE, plot_loss_curve, save_model_folder, write_metrics
-from .batches import MicroBatchStream, loss_shifts_labels, take
+from .batches import MicroBatchStream
 from .budget import TimeBudget
-from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    RUN_CONFIG,
+    TRAINER_STATE,
+    check_checkpoint_matches,
+    check_training_output,
+    clear_run,
+    list_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from .config import (  # noqa: F401  (importable from here too)
+    TRACKER_MODULES,
+    TrainingConfig,
+    check_report_to,
+    distributed_state,
+    resolve_mixed_precision,
+    tracker_names,
+)
+from .evaluation import EvalLoss, evaluate_loss, rng_kept, sample_text
+from .logs import LossWindow, RunLog, tracker_list
 from .optim import WarmupCosine, create_optimizer
+from .resume import apply_settings, check_resume, run_identity, settings_of
 from .step import TrainStep
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without writing a checkpoint of the bad weights."""
-
-
-# report_to name -> the module accelerate needs for it
-TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "comet_ml": "comet_ml",
-                   "mlflow": "mlflow", "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab"}
-
-
-def tracker_names(spec: str) -> list[str]:
-    """``report_to`` as a list of lower-case names: 'auto', 'none' and 'all' come back as one-item lists."""
-    return [t.strip() for t in spec.lower().split(",") if t.strip()]
-
-
-def check_report_to(spec: str) -> None:
-    """``report_to`` is auto, none, all or a comma list of installed trackers; otherwise a ValueError that names the
-    tracker and how to fix it (checked with the other flags, before a run writes anything)."""
-    import importlib.util
-
-    names = tracker_names(spec)
-    if names in ([], ["auto"], ["none"], ["all"]):
-        return
-    for name in names:
-        if name not in TRACKER_MODULES:
-            raise ValueError(f"report_to: unknown tracker {name!r}; use auto, none, all or a comma list of "
-                             f"{', '.join(TRACKER_MODULES)}")
-        if importlib.util.find_spec(TRACKER_MODULES[name]) is None:
-            raise ValueError(f"report_to: {name} is not installed; pip install {TRACKER_MODULES[name]}, or use "
-                             "--report_to auto (the trackers that are installed) or none")
-
-
-@dataclass
-class TrainingConfig:
-    """The knobs every recipe shares. Recipes embed these fields in their own config dataclass."""
-
-    output_dir: str = field(default="runs/gptlite", metadata={"help": "where checkpoints, logs and the model go"})
-    seed: int = field(default=42, metadata={"help": "seeds python, numpy and torch (and the data order)"})
-    max_steps: int = field(default=-1, metadata={"help": "optimizer updates; <= 0: num_epochs over the data"})
-    num_epochs: float = field(default=1.0, metadata={"help": "passes over the training data when max_steps <= 0"})
-    max_train_minutes: float | None = field(
-        default=None,
-        metadata={"help": "time budget (None or 0: none): lowers max_steps and the cosine horizon to end on time"},
-    )
-    per_device_batch_size: int = field(default=16, metadata={"help": "sequences per batch on each process"})
-    per_device_eval_batch_size: int | None = field(default=None, metadata={"help": "None: per_device_batch_size"})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "micro-batches per process in each optimizer update (the loss: a mean over all)"}
-    )
-    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW decay (never on norms, biases, embeddings)"})
-    layer_lr_decay: float = field(default=1.0, metadata={
-        "help": "discriminative learning rates: block i of L trains at learning_rate * decay**(L - i), the embeddings "
-                "at decay**(L + 1), the final norm and head at learning_rate (1: off)"})
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_epsilon: float = 1e-8
-    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps"})
-    min_lr_ratio: float = field(default=0.1, metadata={"help": "the cosine ends at learning_rate * min_lr_ratio"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; <= 0: off"})
-    logging_steps: int = field(default=10, metadata={"help": "log train loss/lr every N steps"})
-    eval_steps: int = field(default=0, metadata={"help": "evaluate every N steps (0: only at the end)"})
-    eval_max_batches: int | None = field(
-        default=None, metadata={"help": "cap periodic evaluations at N >= 1 batches (the final one uses all)"}
-    )
-    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: no checkpoints)"})
-    save_total_limit: int = field(default=2, metadata={"help": "keep the last K checkpoints"})
-    sample_steps: int = field(default=0, metadata={"help": "generate a sample every N steps (0: only at the end)"})
-    sample_prompt: str | None = field(default=None, metadata={"help": "prompt for samples (None: no samples)"})
-    sample_max_new_tokens: int = 60
-    resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "'latest' (newest in output_dir/checkpoints) or a checkpoint folder"}
-    )
-    mixed_precision: str = field(
-        default="auto", metadata={"help": "auto (bf16 where the hardware has it) | no | bf16 | fp16"}
-    )
-    report_to: str = field(
-        default="auto", metadata={"help": "auto (tensorboard/trackio if installed) | none | comma list of trackers"}
-    )
-    project_name: str = field(default="gptlite", metadata={"help": "tracker project / run name"})
-
-    def __post_init__(self):
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
-        check_report_to(self.report_to)
-        if not 0.0 < self.layer_lr_decay <= 1.0:
-            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
-        for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_steps", "save_steps", "sample_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.max_steps <= 0 and self.num_epochs <= 0:
-            raise ValueError("set max_steps > 0 or num_epochs > 0")
-        if self.save_total_limit < 1:
-            raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
-        if self.eval_max_batches is not None and self.eval_max_batches < 1:
-            raise ValueError(f"eval_max_batches must be None (all batches) or >= 1, got {self.eval_max_batches}: "
-                             "an evaluation of no batches has no loss")
-
-
-# ---- hardware ------------------------------------------------------------------------------------
-def resolve_mixed_precision(requested: str = "auto") -> str:
-    """``auto`` -> ``bf16`` only where bf16 math is fast: a CUDA GPU with bf16, or a CPU with AMX /
-    AVX512-BF16 (on AVX2-only CPUs bf16 is emulated, tens of times slower than fp32); ``fp16`` on older
-    CUDA GPUs; else ``no``."""
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    cpu = torch.cpu
-    if getattr(cpu, "_is_amx_tile_supported", lambda: False)() or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
-        return "bf16"
-    return "no"
-
-
-def distributed_state():
-    """accelerate's ``PartialState`` as ``Accelerator`` will see it. Creating a bare ``PartialState()`` before the
-    ``Accelerator`` would ignore ``ACCELERATE_USE_CPU`` and turn a multi-process CPU launch into one process."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def _destroy_process_group_at_exit() -> None:
@@ -216,22 +122,31 @@ def _destroy_process_group_at_exit() -> None:
 _EXIT_HOOKED = False
 
 
+def restore_forward(model: nn.Module) -> None:
+    """Undo ``accelerator.prepare``'s mixed-precision wrapper of ``model.forward`` (an autocast + fp32-outputs
+    function set on the instance, the original kept in ``_original_forward``): a model handed to ``train()`` comes
+    back computing in the precision it had, and the next run on the same object gets its own precision."""
+    original = vars(model).pop("_original_forward", None)
+    if original is None:
+        return
+    if getattr(original, "__func__", None) is type(model).forward and getattr(original, "__self__", None) is model:
+        vars(model).pop("forward", None)  # the class's forward again
+    else:
+        model.forward = original  # a forward the caller had set on the instance
+
+
+def steps_per_epoch(num_batches: int, num_processes: int, gradient_accumulation_steps: int) -> float:
+    """Optimizer steps in one pass over ``num_batches`` batches (a fraction: the stream goes on into the next pass):
+    accelerate deals the batches to the processes, a step takes ``gradient_accumulation_steps`` on each."""
+    return math.ceil(num_batches / num_processes) / gradient_accumulation_steps
+
+
 def _length(loader) -> int | None:
     """Batches in one pass; None for streamed data (a DataLoader over an IterableDataset raises TypeError)."""
     try:
         return len(loader)
     except TypeError:
         return None
-
-
-# ---- the loop ------------------------------------------------------------------------------------
-@dataclass
-class EvalLoss:
-    """What the loop measured at an evaluation, handed to the task's metric function."""
-
-    loss: float | None  # mean over every evaluated item (label token, or example), all processes
-    num_items: int  # items scored
-    complete: bool  # True when every evaluation batch was seen (no ``eval_max_batches`` cap)
 
 
 class Trainer:
@@ -269,7 +184,7 @@ class Trainer:
             mixed_precision=resolve_mixed_precision(c.mixed_precision),
             # the loop accumulates itself (step.py): accelerate must never step on its own at a dataloader's end
             gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1, sync_with_dataloader=False),
-            log_with=self._trackers(),
+            log_with=tracker_list(c.report_to),
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "tensorboard")
             ),
@@ -284,6 +199,7 @@ class Trainer:
             if loader is not None and _length(loader) == 0:
                 raise ValueError(f"the {name} dataloader yields no batches (is the {name} data empty?)"
                                  + (" Pass eval_dataloader=None to train without evaluation." if name[0] == "e" else ""))
+        self.identity = run_identity(c, train_dataloader, acc.num_processes)  # what a resume must match
         optimizer = create_optimizer(model, c, acc.device)
         steps_per_epoch = self._steps_per_epoch(train_dataloader, acc.num_processes)
         if c.max_steps > 0:
@@ -295,6 +211,8 @@ class Trainer:
         self._planned_steps = total  # the cap of a time budget
         self.schedule = WarmupCosine(c.warmup_steps, total, c.min_lr_ratio)
         scheduler = LambdaLR(optimizer, self.schedule)
+        self._handed_in, self._was_training = model, model.training  # given back as found (restore_forward)
+        restore_forward(model)  # a wrapper an earlier prepare left (a Trainer built and never trained)
         self.model, self.optimizer, self.train_dataloader, self.scheduler = acc.prepare(
             model, optimizer, train_dataloader, scheduler
         )
@@ -304,23 +222,14 @@ class Trainer:
         self.global_step = 0
         self.train_tokens = 0  # tokens seen by all processes
         self.train_seconds = 0.0  # time in forward/backward/step only
-        self.history: list[dict] = []
+        self.run_seconds = 0.0  # wall time of the run up to the last step, over every resume (the time budget's)
+        self.run_log = RunLog(acc, self.output_dir)  # log.jsonl, the trackers, the history
 
     # -- set-up helpers
-    def _trackers(self) -> list[str] | None:
-        import importlib.util
-
-        names = tracker_names(self.config.report_to)
-        if names in ([], ["none"]):
-            return None
-        if names == ["auto"]:
-            return [t for t in ("tensorboard", "trackio") if importlib.util.find_spec(t)] or None
-        return names
-
     def _steps_per_epoch(self, dataloader, num_processes: int) -> float | None:
         """Steps in one pass over the data (a fraction: the stream goes on into the next pass)."""
         n = _length(dataloader)  # batches in one pass, before accelerate splits them across processes
-        return None if n is None else math.ceil(n / num_processes) / self.config.gradient_accumulation_steps
+        return None if n is None else steps_per_epoch(n, num_processes, self.config.gradient_accumulation_steps)
 
     @property
     def total_steps(self) -> int:
@@ -336,57 +245,59 @@ class Trainer:
         keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings")
         return {k: getattr(cfg, k) for k in keys if cfg is not None and hasattr(cfg, k)}
 
-    # -- logging
+    # -- logging (logs.py)
+    @property
+    def history(self) -> list[dict]:
+        """Every record logged so far (the lines of ``log.jsonl``)."""
+        return self.run_log.history
+
     def _log(self, record: dict) -> None:
-        record = {"step": self.global_step, **record}
-        self.history.append(record)
-        if self.accelerator.is_main_process:
-            with open(self.output_dir / LOG_FILE, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        values = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
-        self.accelerator.log(values, step=self.global_step)
+        self.run_log.log(self.global_step, record)
 
     def _print(self, text: str) -> None:
-        if self.accelerator.is_main_process:
-            tqdm.write(text)
+        self.run_log.print(text)
 
     # -- checkpoints
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
         state = {
             "global_step": self.global_step, **self.stream.state(),  # between steps: no gradient is pending
-            "gradient_accumulation_steps": self.config.gradient_accumulation_steps,
             "total_steps": self.total_steps, "train_tokens": self.train_tokens,
-            "train_seconds": self.train_seconds, "num_processes": acc.num_processes,
+            "train_seconds": self.train_seconds, "run_seconds": self.run_seconds, **self.identity,
             "model_class": type(acc.unwrap_model(self.model)).__name__, "model_summary": self._model_summary(),
         }
         return save_checkpoint(acc, self.output_dir, self.global_step, state, self.config.save_total_limit)
 
+    def check_checkpoint(self, spec: str) -> tuple[Path, dict]:
+        """Resolve ``spec`` and check it against this run (the model's shape, the resume contract: resume.py);
+        returns (the checkpoint folder, its trainer state). Reads only: nothing is written or loaded."""
+        path = resolve_checkpoint(spec, self.output_dir)
+        check_checkpoint_matches(path, self.accelerator.unwrap_model(self.model))
+        state = json.loads((path / TRAINER_STATE).read_text())
+        check_resume(path, state, self.identity, self._planned_steps)
+        return path, state
+
     def load_checkpoint(self, spec: str) -> Path:
+        """Continue from a checkpoint: its weights, optimizer moments, RNG states and position in the data, with THIS
+        run's settings (resume.py: the new learning rate, warmup, horizon ... take effect from its step)."""
         acc = self.accelerator
-        path, state = load_checkpoint(acc, spec, self.output_dir, acc.unwrap_model(self.model))
-        if state.get("num_processes", acc.num_processes) != acc.num_processes:
-            self._print(
-                f"warning: checkpoint was written by {state['num_processes']} processes, resuming on "
-                f"{acc.num_processes}; the data order after resume will differ"
-            )
-        self.global_step = state["global_step"]
+        path, state = self.check_checkpoint(spec)
+        settings, schedule_state = settings_of(self.optimizer), dict(vars(self.schedule))
+        acc.load_state(str(path))  # also restores the checkpoint's optimizer settings and schedule: replaced below
+        self.global_step = step = state["global_step"]
+        if (self.config.max_train_minutes or 0) > 0 and state["total_steps"] > step:  # the budget's last plan
+            schedule_state["total_steps"] = min(state["total_steps"], self._planned_steps)
+        apply_settings(self.optimizer, self.scheduler.scheduler, settings, schedule_state, step)
         self.stream.close()
         self.stream = MicroBatchStream(self.train_dataloader, acc, state["epoch"], state["batches_into_epoch"])
-        self.schedule.total_steps = state["total_steps"]
         self.train_tokens = state["train_tokens"]
         self.train_seconds = state["train_seconds"]
-        # keep the log of the run up to the checkpoint; drop what the interrupted run wrote after it
-        log = self.output_dir / LOG_FILE
-        if acc.is_main_process and log.exists():
-            kept = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("step", 0) <= self.global_step]
-            log.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            self.history = kept
-        self._print(f"resumed from {path} at step {self.global_step}")
+        self.run_seconds = state.get("run_seconds", state["train_seconds"])
+        self.run_log.keep_until(self.global_step)
+        self._print(f"resumed from {path} at step {self.global_step} of {self.total_steps}")
         return path
 
-    # -- evaluation and samples
-    @torch.no_grad()
+    # -- evaluation and samples (evaluation.py)
     def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
         """``eval_loss``: the mean loss over every evaluated item, gathered across processes (per label token
         for causal LMs, per example otherwise), then the task's ``compute_metrics``. An evaluation that scores
@@ -397,43 +308,17 @@ class Trainer:
         model.eval()
         metrics: dict[str, float] = {}
         measured = EvalLoss(None, 0, max_batches is None)
-        if self.eval_dataloader is not None:
-            shifted = loss_shifts_labels(acc.unwrap_model(model))
-            total_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
-            total_count = torch.zeros((), dtype=torch.float64, device=acc.device)
-            for batch in take(self.eval_dataloader, max_batches):
-                out = model(**batch)
-                nats, count = self._loss_per_example(out, batch, shifted)
-                nats, count = acc.gather_for_metrics((nats.double(), count.double()))
-                total_loss += nats.sum()
-                total_count += count.sum()
-            if total_count.item() == 0:  # the same on every process (gathered)
-                raise ValueError(
-                    "the evaluation scored no items: the evaluation data yields no batches or only labels of -100 "
-                    f"(eval_max_batches={max_batches}). Pass eval_dataloader=None to train without evaluation."
-                )
-            measured.loss = (total_loss / total_count).item()
-            measured.num_items = int(total_count.item())
-            metrics["eval_loss"] = measured.loss
-        if self.compute_metrics is not None:
-            metrics.update(self.compute_metrics(acc.unwrap_model(model), acc, measured))
-        model.train()
+        try:
+            with rng_kept(acc.device), torch.no_grad():  # training goes on with the random streams it had
+                if self.eval_dataloader is not None:
+                    measured = evaluate_loss(model, acc, self.eval_dataloader, max_batches)
+                    metrics["eval_loss"] = measured.loss
+                if self.compute_metrics is not None:
+                    metrics.update(self.compute_metrics(acc.unwrap_model(model), acc, measured))
+        finally:
+            model.train()
         return metrics
 
-    @staticmethod
-    def _loss_per_example(out, batch: dict, shifted: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed loss, number of items) per example, (B,) each: exact per-token sums for a causal LM, so the
-        gathered mean does not depend on how the examples fall into batches and processes."""
-        labels = batch.get("labels")
-        if shifted and labels is not None:
-            logits, targets = out.logits[:, :-1].float(), labels[:, 1:]
-            nats = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
-                                   reduction="none").view(targets.shape).sum(1)
-            return nats, (targets != -100).sum(1)
-        n = next(iter(batch.values())).shape[0]
-        return out.loss.detach().float().expand(n), torch.ones(n, device=out.loss.device)
-
-    @torch.no_grad()
     def sample(self, prompt: str | None = None) -> str | None:
         """Generate a continuation of ``prompt`` (top-k sampling with a fixed seed, on a forked RNG so it
         does not change the training run)."""
@@ -445,29 +330,39 @@ class Trainer:
             return None
         model.eval()
         try:
-            inputs = self.tokenizer(prompt, return_tensors="pt").to(self.accelerator.device)
-            with torch.random.fork_rng(devices=[self.accelerator.device] if self.accelerator.device.type == "cuda" else []):
-                torch.manual_seed(self.config.seed)
-                with self.accelerator.autocast():
-                    ids = model.generate(
-                        **inputs, max_new_tokens=self.config.sample_max_new_tokens, do_sample=True, top_k=50,
-                        temperature=0.8, pad_token_id=self.tokenizer.pad_token_id,
-                    )
-            return self.tokenizer.decode(ids[0], skip_special_tokens=True)
+            return sample_text(model, self.tokenizer, self.accelerator, prompt, self.config.seed,
+                               self.config.sample_max_new_tokens)
         finally:
             model.train()
 
     # -- training
     def train(self) -> dict[str, float]:
+        """Run to the end (or the time budget); returns the final metrics. The model handed in comes back as it was
+        handed in (no mixed-precision wrapper, its train/eval mode), also when the run raises."""
+        try:
+            return self._train()
+        finally:
+            restore_forward(self._handed_in)
+            self._handed_in.train(self._was_training)
+
+    def _train(self) -> dict[str, float]:
         c, acc = self.config, self.accelerator
+        # every check before anything is written: the folder, the resume contract, a run already in the folder
+        check_training_output(c)
+        if c.resume_from_checkpoint:
+            with as_user_error(ValueError, FileNotFoundError, context="--resume_from_checkpoint"):
+                self.check_checkpoint(c.resume_from_checkpoint)
+        acc.wait_for_everyone()  # every process checked the folder before the main one clears it
         if acc.is_main_process:
+            if not c.resume_from_checkpoint and c.overwrite_output_dir and (removed := clear_run(self.output_dir)):
+                self._print(f"overwrite_output_dir: removed the old run's {', '.join(removed)} from {self.output_dir}")
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "training_config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
+            (self.output_dir / RUN_CONFIG).write_text(json.dumps(self.run_config, indent=2, default=str))
         acc.wait_for_everyone()
         if c.resume_from_checkpoint:
             self.load_checkpoint(c.resume_from_checkpoint)
-        elif acc.is_main_process and (self.output_dir / LOG_FILE).exists():
-            (self.output_dir / LOG_FILE).unlink()  # a fresh run starts a fresh log
+        else:
+            self.run_log.start_fresh()  # a fresh run starts a fresh log
         acc.init_trackers(c.project_name, config={k: v for k, v in dataclasses.asdict(c).items()
                                                   if isinstance(v, (int, float, str, bool))})
         n_params = sum(p.numel() for p in acc.unwrap_model(self.model).parameters())
@@ -484,9 +379,9 @@ class Trainer:
         budget = None
         if c.max_train_minutes and c.max_train_minutes > 0:
             budget = TimeBudget(acc, c.max_train_minutes, cap=self._planned_steps, initial=self.total_steps)
-            budget.start(self.global_step)
-        start = time.perf_counter()
-        window_losses, window_tokens, window_time = [], 0, 0.0
+            budget.start(self.global_step, spent=self.run_seconds)  # a resumed run counts the time already spent
+        start, run_seconds_before = time.perf_counter(), self.run_seconds
+        window = LossWindow()
         last_saved, grad_norm, time_up = None, None, False
         self.model.train()
         while self.global_step < self.total_steps:
@@ -494,36 +389,31 @@ class Trainer:
             result = self.step.forward_backward(self.stream.take(c.gradient_accumulation_steps))
             if not result.finite:  # decided across processes: every one raises here, before the update
                 self._diverged(f"loss became {result.loss}", last_saved)
-            grad_norm = self.step.clip()
-            if grad_norm is not None and not math.isfinite(grad_norm) and acc.mixed_precision != "fp16":
-                self._diverged(f"the gradient norm became {grad_norm}", last_saved)  # fp16: the scaler skips it
+            grad_norm = self.step.clip()  # the same on every process; measured with clipping off too
+            if not math.isfinite(grad_norm) and acc.mixed_precision != "fp16":  # fp16: the scaler skips the update
+                self._diverged(f"the gradient norm became {grad_norm}", last_saved)
             self.step.update()
             self.global_step += 1
             if budget is not None:  # the plan of the main process, shared; it sets the LR of the next steps
                 self.schedule.total_steps, time_up = budget.update(self.global_step)
             if not self.step.skipped:  # fp16 overflow skips the update and the schedule
                 self.scheduler.step()
-            window_losses.append(result.loss)
-            window_tokens += result.num_tokens
-            self.train_tokens += result.num_tokens
             dt = time.perf_counter() - t0
+            window.add(result.loss, result.num_tokens, dt)
+            self.train_tokens += result.num_tokens
             self.train_seconds += dt
-            window_time += dt
+            self.run_seconds = run_seconds_before + time.perf_counter() - start
             bar.total = self.total_steps
             bar.update(1)
             final = time_up or self.global_step >= self.total_steps
 
             if self.global_step % c.logging_steps == 0 or final:
-                mean_loss = sum(window_losses) / len(window_losses)
-                record = {"loss": mean_loss, "learning_rate": self.scheduler.get_last_lr()[0],
-                          "tokens_per_s": window_tokens / max(window_time, 1e-9), "epoch": self.epoch,
+                record = {**window.record(), "learning_rate": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
                           "elapsed_s": time.perf_counter() - start}
-                if grad_norm is not None:
-                    record["grad_norm"] = grad_norm
+                record["grad_norm"] = grad_norm
                 self._log(record)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{record['learning_rate']:.2e}",
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['learning_rate']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}")
-                window_losses, window_tokens, window_time = [], 0, 0.0
             if not final and c.eval_steps and self.global_step % c.eval_steps == 0 and self.eval_dataloader is not None:
                 metrics = self.evaluate(c.eval_max_batches)
                 self._log(metrics)
@@ -606,6 +496,6 @@ def train(model, train_dataloader, eval_dataloader=None, tokenizer=None, config:
 
 
 __all__ = [
-    "TrainingConfig", "Trainer", "TrainingDivergedError", "EvalLoss", "train", "resolve_mixed_precision",
+    "steps_per_epoch", "TrainingConfig", "Trainer", "TrainingDivergedError", "EvalLoss", "train", "resolve_mixed_precision",
     "distributed_state",
 ]

@@ -5,7 +5,7 @@
       -> forward + backward each micro-batch (gradient sync only on the last: ``accelerator.no_sync``), its loss
          SUM / N x num_processes (the data-parallel gradient average divides by num_processes again)
       -> loss of the step = mean over its N items, and "any process non-finite", in one all-reduce
-      -> clip (the global gradient norm) -> optimizer step -> zero_grad          (the scheduler steps in the loop)
+      -> the global gradient norm (non-finite: stop), clip -> optimizer step -> zero_grad          (the scheduler steps in the loop)
 
 A step never straddles a checkpoint: the loop saves between steps, when no gradient is pending.
 
@@ -73,12 +73,13 @@ class TrainStep:
             return out.logits.sum() * 0.0
         return out.loss * (items / divisor)
 
-    def clip(self) -> float | None:
-        """Clip to ``max_grad_norm`` (the norm of the whole gradient, across processes); returns the norm before
-        clipping (None with clipping off), the same on every process: inf/nan when the gradient is."""
-        if self.max_grad_norm <= 0:
-            return None
-        return float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.max_grad_norm))
+    def clip(self) -> float:
+        """Clip to ``max_grad_norm`` (the norm of the whole gradient, across processes; <= 0: no clipping) and return
+        the norm before clipping, the same on every process: inf/nan when any gradient is, with clipping off too (a
+        NaN gradient can come with a finite loss), so the loop stops before the update. Off, the gradient is
+        "clipped" to an infinite norm: multiplied by 1.0, unchanged bit for bit."""
+        max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
+        return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
 
     def update(self) -> None:
         self.optimizer.step()

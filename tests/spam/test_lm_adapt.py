@@ -84,6 +84,24 @@ def test_adaptation_is_off_by_request_and_validates(tiny, monkeypatch):
         SpamConfig(lm_adapt_epochs=-1)
 
 
+def test_lm_adapt_epochs_counts_passes_over_the_blocks_whatever_the_accumulation(tiny, capsys):
+    """lm_adapt_epochs=1 with accumulation 2: one pass over the packed blocks (it used to be epochs x accumulation x
+    processes passes), and the printed epoch count says 1.0."""
+    import math
+    import re
+
+    root, data, lm_dir = tiny
+    run(root, data, lm_dir, "epochs", lm_adapt_epochs=1.0, gradient_accumulation_steps=2)
+    printed = re.search(r"-> (\d+) blocks of 16 tokens; (\d+) steps .*\(([\d.]+) epochs\)", capsys.readouterr().out)
+    n_blocks, steps, epochs = int(printed[1]), int(printed[2]), float(printed[3])
+    batches = n_blocks // 4  # full batches of lm_adapt_batch_size 4
+    assert steps == math.ceil(batches / 2) and epochs == pytest.approx(steps / (batches / 2), abs=0.051)
+    metrics = json.loads((root / "epochs" / adapt_module.ADAPT_DIR / "metrics.json").read_text())
+    assert metrics["global_step"] == steps
+    # every batch once, plus at most the one micro-batch that completes the last step
+    assert batches * 4 * 16 <= metrics["train_tokens"] <= (batches + 1) * 4 * 16
+
+
 def test_adaptation_from_scratch_starts_from_random_weights(tiny, monkeypatch):
     root, data, lm_dir = tiny
     run(root, data, lm_dir, "scratch", lm_adapt_steps=1, from_scratch=True, learning_rate=0.0,

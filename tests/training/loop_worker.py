@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM
+from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM, GPTLiteForSequenceClassification
 from hf_gptlite.training import TimeBudget, Trainer, TrainingConfig, TrainingDivergedError, distributed_state
+from hf_gptlite.training.artifacts import attach_lora
 
 SEQ_LEN, VOCAB = 16, 64
 BATCH, NUM_BATCHES = 2, 10  # 10 micro-batches of 2 per epoch: not a multiple of the accumulation (4)
@@ -102,11 +103,32 @@ def training_config(out, precision="no", **kw) -> TrainingConfig:
 
 
 def make_trainer(out, precision="no", batch=BATCH, gas=4, copies=1, model_cls=GPTLiteForCausalLM, dropout=0.0,
-                 eval_loader=None, **kw) -> Trainer:
-    """The loop on ``copies`` x the ragged examples in order, in batches of ``batch``, ``gas`` per step."""
+                 eval_loader=None, lora=False, **kw) -> Trainer:
+    """The loop on ``copies`` x the ragged examples in order, in batches of ``batch``, ``gas`` per step (``lora``:
+    LoRA adapters r=4 on every linear layer of the blocks train, the rest is frozen)."""
     loader = DataLoader(ragged_examples() * copies, batch_size=batch, shuffle=False)
-    return Trainer(tiny_model(model_cls, dropout), loader, eval_loader, None,
-                   training_config(out, precision, gradient_accumulation_steps=gas, **kw))
+    model = tiny_model(model_cls, dropout)
+    if lora:
+        model = attach_lora(model, r=4, alpha=8, verbose=False)
+    return Trainer(model, loader, eval_loader, None, training_config(out, precision, gradient_accumulation_steps=gas, **kw))
+
+
+def classifier_eval(out) -> float:
+    """eval_loss of a tiny 2-label classifier on CLASSIFIER_EXAMPLES (5: the last batch of 2 processes x batch 2 is
+    uneven, accelerate pads it with duplicates), no training."""
+    config = GPTLiteConfig.from_preset("tiny", vocab_size=VOCAB, max_position_embeddings=SEQ_LEN, num_labels=2,
+                                       pad_token_id=0)
+    torch.manual_seed(0)
+    model = GPTLiteForSequenceClassification(config)
+    loader = DataLoader(classifier_examples(), batch_size=2, shuffle=False)
+    trainer = Trainer(model, loader, loader, None, training_config(out, max_steps=1))
+    return trainer.evaluate()["eval_loss"]
+
+
+def classifier_examples(n: int = 5) -> list[dict]:
+    g = torch.Generator().manual_seed(5)
+    return [{"input_ids": torch.randint(1, VOCAB, (SEQ_LEN,), generator=g), "attention_mask": torch.ones(SEQ_LEN,
+             dtype=torch.long), "labels": torch.tensor(i % 2)} for i in range(n)]
 
 
 # ---- scenarios ------------------------------------------------------------------------------------
@@ -123,6 +145,15 @@ def run(name: str, precision: str, root: Path, args) -> None:
                                    model_cls=KillAtForwardForCausalLM if args.kill_at_forward else GPTLiteForCausalLM,
                                    save_steps=args.save_steps,
                                    resume_from_checkpoint=args.resume)
+        elif name == "lora":  # LoRA adapters, 5 steps of accumulation 2 (2 processes: 1 x 4)
+            trainer = make_trainer(out, precision, gas=args.gas, lora=True)
+        elif name == "classifier_eval":
+            result["eval_loss"] = classifier_eval(out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"result_rank{state.process_index}.json").write_text(json.dumps(result))
+            return
+        elif name == "one_step":  # one step in the precision asked (auto: the launcher's or the hardware's)
+            trainer = make_trainer(out, precision, max_steps=1)
         elif name == "budget_cap":  # max_steps 40 under a generous budget
             trainer = make_trainer(out, precision, gas=2, max_steps=40, max_train_minutes=5.0, logging_steps=10)
         elif name == "budget_time":  # the budget binds first; rank 1's clock runs 10x fast
@@ -137,7 +168,8 @@ def run(name: str, precision: str, root: Path, args) -> None:
             raise SystemExit(f"unknown scenario {name}")
         result["distributed_type"] = trainer.accelerator.distributed_type.value
         result["mixed_precision"] = trainer.accelerator.mixed_precision
-        result["wrapped"] = type(trainer.accelerator.unwrap_model(trainer.model).transformer.h[0]).__name__
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        result["wrapped"] = type(getattr(unwrapped, "get_base_model", lambda: unwrapped)().transformer.h[0]).__name__
         metrics = trainer.train()
         result["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     except TrainingDivergedError as e:
@@ -154,7 +186,7 @@ def run(name: str, precision: str, root: Path, args) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
-    parser.add_argument("scenarios", nargs="+", help="NAME[:PRECISION] (precision: no | bf16; default no)")
+    parser.add_argument("scenarios", nargs="+", help="NAME[:PRECISION] (precision: no | bf16 | auto; default no)")
     parser.add_argument("--gas", type=int, default=4)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--copies", type=int, default=1)

@@ -67,6 +67,7 @@ def test_layer_lr_decay_gives_each_block_its_learning_rate():
 
 
 def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
@@ -79,6 +80,37 @@ def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
     assert resolve_mixed_precision("no") == "no"
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainingConfig(mixed_precision="fp8")
+
+
+def test_mixed_precision_auto_takes_the_launchers_choice(monkeypatch):
+    """accelerate launch --mixed_precision X / an accelerate config file set ACCELERATE_MIXED_PRECISION: auto takes it
+    over the hardware rule; an explicit value of the run's own wins over the launcher."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert resolve_mixed_precision("auto") == "bf16"
+    assert resolve_mixed_precision("no") == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_mixed_precision("auto") == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "")
+    assert resolve_mixed_precision("auto") == "bf16"
+
+
+@pytest.mark.slow
+def test_accelerate_launch_mixed_precision_reaches_an_auto_run(tmp_path):
+    """The real launcher, one process: `accelerate launch --mixed_precision bf16` and a run configured with auto
+    trains in bf16 (auto used to pass its own hardware answer, overriding the launcher)."""
+    worker = REPO / "tests" / "training" / "loop_worker.py"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "bf16", "--dynamo_backend", "no", str(worker), str(tmp_path), "one_step:auto"]
+    proc = subprocess.run(cmd, env=dict(recipe_env(), ACCELERATE_USE_CPU="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "one_step_auto" / "result_rank0.json").read_text())
+    assert "crash" not in result, result["crash"]
+    assert result["mixed_precision"] == "bf16" and result["metrics"]["mixed_precision"] == "bf16"
 
 
 def test_warmup_cosine_schedule():
