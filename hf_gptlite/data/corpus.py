@@ -258,15 +258,15 @@ def _strip_newlines(path: Path, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def split_text_file(path: Path, validation_fraction: float) -> tuple[Document, Document]:
-    """``split_document`` on a file, read in blocks: (head, tail) as byte spans (BOM dropped)."""
+def split_text_file(path: Path, validation_fraction: float, block: int = CHUNK_BYTES) -> tuple[Document, Document]:
+    """``split_document`` on a file, read in blocks of ``block`` bytes: (head, tail) as byte spans (BOM dropped)."""
     with open(path, "rb") as f:
         start = 3 if f.read(3) == _BOM else 0
     size = os.path.getsize(path)
     if validation_fraction <= 0:
-        _CharIndex(path, start)  # checks the encoding
+        _CharIndex(path, start, block)  # checks the encoding
         return Document(path, start, size), Document(path, size, size)
-    index = _CharIndex(path, start)
+    index = _CharIndex(path, start, block)
     cut = int(index.num_chars * (1 - validation_fraction))
     candidates = [p for p in (index.rfind(cut), index.find(cut)) if p > 0]
     if candidates:
