@@ -113,31 +113,50 @@ class EvalBlocks(_Blocks):
 
 # ---- a streamed corpus: tokenized and packed on the fly ---------------------------------------------
 class StreamedBlocks(torch.utils.data.IterableDataset):
-    """Training blocks of a streamed ``datasets.IterableDataset`` (column ``text``): documents tokenized in batches
-    and packed as ``TrainBlocks`` packs them (doc [EOS] doc [EOS] ..., the remainder carried into the next batch).
-    Runs in the DataLoader's workers when it has some; ``set_epoch`` reshuffles the stream."""
+    """Training blocks of a streamed ``datasets.IterableDataset`` (column ``text``), tokenized and packed on the fly
+    as ``TrainBlocks`` packs them (doc [EOS] doc [EOS] ..., the remainder carried on), in the DataLoader's workers
+    when it has some (each worker reads its own shards of the stream).
 
-    def __init__(self, dataset, tokenizer, block_size: int, rows_per_batch: int = 64):
+    With ``num_processes > 1`` each process reads its own part (``datasets.distributed.split_dataset_by_node``:
+    its own shards when their number divides evenly, else every ``num_processes``-th row), so ``split_by_process``
+    tells the training loop not to shard or dispatch it again. ``set_epoch`` reshuffles the stream (seeded): a
+    resumed run replays it from the start of the epoch and skips the batches already trained on."""
+
+    split_by_process = True
+
+    def __init__(self, dataset, tokenizer, block_size: int, process_index: int = 0, num_processes: int = 1,
+                 rows_per_batch: int = 64):
+        from datasets.distributed import split_dataset_by_node
+
+        if num_processes > 1:
+            dataset = split_dataset_by_node(dataset, rank=process_index, world_size=num_processes)
         self.dataset, self.block_size, self.rows_per_batch = dataset, block_size, rows_per_batch
         self.encode, self.eos_id = token_encoder(tokenizer), tokenizer.eos_token_id
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
+    def _documents(self):
+        texts = []
+        for row in self.dataset:  # in a DataLoader worker: that worker's shards
+            if row["text"] and row["text"].strip():
+                texts.append(row["text"])
+            if len(texts) == self.rows_per_batch:
+                yield from self.encode(texts)
+                texts = []
+        if texts:
+            yield from self.encode(texts)
+
     def __iter__(self):
-        buffer = np.zeros(0, dtype=np.int64)
-        for batch in self.dataset.iter(batch_size=self.rows_per_batch):
-            texts = [t for t in batch["text"] if t and t.strip()]
-            if not texts:
-                continue
-            ids = self.encode(texts)
-            stream = np.fromiter((t for doc in ids for t in (*doc, self.eos_id)), dtype=np.int64)
-            buffer = np.concatenate([buffer, stream])
-            n = len(buffer) // self.block_size
-            for i in range(n):
-                block = torch.from_numpy(buffer[i * self.block_size : (i + 1) * self.block_size].copy())
-                yield {"input_ids": block, "labels": block}
-            buffer = buffer[n * self.block_size :]
+        buffer: list[int] = []
+        for ids in self._documents():
+            buffer += ids
+            buffer.append(self.eos_id)
+            n = len(buffer) // self.block_size * self.block_size
+            if n:
+                blocks = torch.tensor(buffer[:n], dtype=torch.int64).view(-1, self.block_size)
+                yield from ({"input_ids": block, "labels": block} for block in blocks)
+                del buffer[:n]
 
 
 # ---- building the data ------------------------------------------------------------------------------
@@ -219,15 +238,17 @@ def _encode_texts(texts, tokenizer) -> tuple[np.ndarray, dict]:
 
 
 def build_lm_data(tokenizer, block_size: int, train_docs=None, val_docs=None, train_dataset=None, val_dataset=None,
-                  cache_dir=None) -> LMData:
+                  cache_dir=None, process_index: int = 0, num_processes: int = 1) -> LMData:
     """Blocks of documents given in memory (lists of strings: tokenized in memory), ``datasets`` with a ``text``
-    column (through the token cache in ``cache_dir``), or a streamed ``IterableDataset`` for training."""
+    column (through the token cache in ``cache_dir``), or a streamed ``IterableDataset`` for training (each of
+    ``num_processes`` processes reading its own part)."""
     eos, pad = _special_ids(tokenizer)
     if isinstance(train_dataset, datasets.IterableDataset):
         val_texts = val_docs if val_docs is not None else val_dataset["text"] if val_dataset is not None else []
         val_ids, counts = _encode_texts(val_texts, tokenizer)
         validation = EvalBlocks(val_ids, block_size, eos, pad) if len(val_ids) else None
-        return LMData(StreamedBlocks(train_dataset, tokenizer, block_size), validation,
+        train = StreamedBlocks(train_dataset, tokenizer, block_size, process_index, num_processes)
+        return LMData(train, validation,
                       counts["characters"] if validation is not None else None)
     if train_dataset is not None:
         corpus = dataset_corpus(train_dataset, validation=val_dataset, validation_fraction=0)

@@ -131,7 +131,8 @@ def run_pretraining(cfg: PretrainConfig) -> dict:
                                        builder=state.is_local_main_process,
                                        log=print if state.is_local_main_process else lambda *a: None)
         else:
-            data = build_lm_data(tokenizer, block_size, train_dataset=train_ds, val_dataset=val_ds)
+            data = build_lm_data(tokenizer, block_size, train_dataset=train_ds, val_dataset=val_ds,
+                                 process_index=state.process_index, num_processes=state.num_processes)
         if trained:  # every input checked: the first thing written into output_dir
             tokenizer.save_pretrained(Path(cfg.output_dir) / "tokenizer")
     train_loader, eval_loader = lm_dataloaders(

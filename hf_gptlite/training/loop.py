@@ -176,6 +176,18 @@ class TrainingConfig:
 
 
 # ---- hardware ------------------------------------------------------------------------------------
+def _prepare_train_dataloader(acc: Accelerator, loader):
+    """``acc.prepare(loader)``; but a dataset that each process already reads its own part of (``split_by_process``:
+    a stream split by node) is neither sharded again nor dispatched from process 0: its batches are only placed on
+    the device."""
+    if acc.num_processes == 1 or not getattr(loader.dataset, "split_by_process", False):
+        return acc.prepare(loader)
+    from accelerate.data_loader import prepare_data_loader
+
+    return prepare_data_loader(loader, acc.device, num_processes=1, process_index=0, put_on_device=True,
+                               dispatch_batches=False, rng_types=None)
+
+
 def resolve_mixed_precision(requested: str = "auto") -> str:
     """``auto`` -> ``bf16`` only where bf16 math is fast: a CUDA GPU with bf16, or a CPU with AMX /
     AVX512-BF16 (on AVX2-only CPUs bf16 is emulated, tens of times slower than fp32); ``fp16`` on older
@@ -295,9 +307,8 @@ class Trainer:
         self._planned_steps = total  # the cap of a time budget
         self.schedule = WarmupCosine(c.warmup_steps, total, c.min_lr_ratio)
         scheduler = LambdaLR(optimizer, self.schedule)
-        self.model, self.optimizer, self.train_dataloader, self.scheduler = acc.prepare(
-            model, optimizer, train_dataloader, scheduler
-        )
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.train_dataloader = _prepare_train_dataloader(acc, train_dataloader)
         self.eval_dataloader = acc.prepare(eval_dataloader) if eval_dataloader is not None else None
         self.stream = MicroBatchStream(self.train_dataloader, acc)  # its position is saved in checkpoints
         self.step = TrainStep(acc, self.model, self.optimizer, c.max_grad_norm)
