@@ -243,13 +243,13 @@ def open_token_cache(corpus: TextCorpus, tokenizer, cache_dir=None, builder: boo
     built when it does not (or is corrupt) and ``builder`` is set (the local main process); otherwise waited for."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = cache_dir / cache_key(corpus, tokenizer)
-    waited = time.monotonic()
+    waited, built = time.monotonic(), False
     while True:
         if folder.exists():
             problem = check_cache(folder)
             if problem is None:
                 meta = json.loads((folder / "meta.json").read_text())
-                if builder:
+                if builder and not built:
                     log(f"token cache: reusing {folder} ({meta['train']['tokens']:,} training tokens)")
                 return TokenCache(folder, meta)
             if builder:
@@ -260,6 +260,7 @@ def open_token_cache(corpus: TextCorpus, tokenizer, cache_dir=None, builder: boo
         if builder:
             cache_dir.mkdir(parents=True, exist_ok=True)
             _build(corpus, tokenizer, folder, log)
+            built = True
             continue  # checked like any other cache before it is read
         if time.monotonic() - waited > 60:
             log(f"token cache: waiting for the main process to build {folder} ...")

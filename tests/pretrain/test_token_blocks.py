@@ -96,3 +96,50 @@ def test_table_files_pretrain_through_the_cache(corpus, tmp_path, suffix):
     metrics = run_pretraining(tiny_pretrain_cfg(corpus, tmp_path / "run", train_files=[str(path)], text_column="body",
                                                 max_steps=2, token_cache_dir=str(tmp_path / "cache"), clean_text=None))
     assert metrics["global_step"] == 2 and metrics["eval_bits_per_char"] > 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_machines_train_like_two_processes_on_one(corpus, tmp_path):
+    """Two `accelerate launch --num_machines 2 --machine_rank 0|1` launchers on this host (one process each, gloo),
+    each "machine" with its own token cache, end with the weights of one launcher running 2 processes."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, TINY_FLAGS, recipe_env
+    from safetensors.torch import load_file
+
+    def command(out, cache, *launch):
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", *launch,
+                "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "recipes" / "pretrain.py"),
+                "--output_dir", str(out), "--train_files", *corpus["files"], "--clean_text", "true",
+                "--tokenizer_name_or_path", corpus["tokenizer_dir"], "--token_cache_dir", str(cache),
+                "--max_steps", "6", "--save_steps", "3", "--eval_steps", "0", "--seed", "3", *TINY_FLAGS]
+
+    env = dict(recipe_env(), ACCELERATE_USE_CPU="1")
+    port = _free_port()
+    machines = [subprocess.Popen(command(tmp_path / "two_machines", tmp_path / f"cache{rank}", "--num_machines", "2",
+                                         "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                                         "--main_process_port", str(port)),
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for rank in (0, 1)]
+    logs = [m.communicate(timeout=600)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    one = subprocess.run(command(tmp_path / "one_machine", tmp_path / "cache_one", "--num_machines", "1"), env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for rank in (0, 1):  # each machine built its own cache: the same tokens
+        (built,) = (tmp_path / f"cache{rank}").iterdir()
+        assert (built / "train.bin").read_bytes() == next((tmp_path / "cache_one").iterdir()).joinpath(
+            "train.bin").read_bytes()
+    a, b = load_file(tmp_path / "two_machines" / "model.safetensors"), load_file(tmp_path / "one_machine" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    metrics = __import__("json").loads((tmp_path / "two_machines" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["train_tokens"] == 6 * 2 * 8 * 32
