@@ -23,7 +23,6 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerFast
 
-from .data.text import clean_book_text, default_corpus_files, read_text_files
 from .errors import InputValueError, MissingInputError, check_output_dir
 
 logger = logging.getLogger(__name__)
@@ -45,8 +44,10 @@ def train_bpe_tokenizer(
     """Train a byte-level BPE tokenizer and return it as a ``transformers`` fast tokenizer.
 
     Args:
-        texts: a list of file paths (``pathlib.Path``, or ``str`` naming existing files), or an iterable of
-            strings (a list, a generator, a ``datasets`` column such as ``ds["text"]``; ``None`` rows are skipped).
+        texts: a list of file paths (``pathlib.Path``, or ``str`` naming existing files: read in chunks cut at line
+            breaks, which gives the tokenizer of the whole files), or an iterable of strings (a list, a generator such
+            as ``hf_gptlite.data.corpus.sample_text``, a ``datasets`` column ``ds["text"]``; ``None`` rows are skipped).
+            The trainer keeps word counts, not the texts: memory follows the vocabulary of the text, not its size.
         vocab_size: the size of the final vocabulary, special tokens included; at least 256 + their number.
             A small corpus may stop short of it (a warning says so): use ``len(tokenizer)`` afterwards.
         min_frequency: a pair must occur this often to be merged.
@@ -119,7 +120,10 @@ def _as_text_iterator(texts) -> tuple[Iterator[str], int | None]:
             if not all(is_path):
                 missing = next(t for t, p in zip(texts, is_path, strict=True) if not p)
                 raise MissingInputError(f"texts mixes files with something that is not an existing file: {str(missing)[:80]!r}")
-            return iter(read_text_files(texts)), len(texts)
+            from .data.corpus import iter_documents, load_corpus
+
+            files = load_corpus(texts, clean=False, validation_fraction=0).train  # checked here, read in chunks
+            return (piece for doc in iter_documents(files) for piece in doc), None
     if not isinstance(texts, Iterable):
         raise TypeError(f"texts must be file paths or an iterable of strings, got {type(texts).__name__}")
     length = len(texts) if hasattr(texts, "__len__") else None
@@ -243,12 +247,16 @@ class TokenizerConfig:
     )
     vocab_size: int = field(default=8192, metadata={"help": "Vocabulary size, special tokens included."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum count of a pair to be merged."})
+    max_mb: float = field(
+        default=256.0, metadata={"help": "--files: train on at most this many MB of text, sampled evenly (bounds the time)"}
+    )
     add_bos: bool = field(default=False, metadata={"help": "Encode every text as [BOS] ...."})
     add_eos: bool = field(default=False, metadata={"help": "Encode every text as ... [EOS]."})
 
 
 def tokenizer_corpus(config: TokenizerConfig):
-    """The training texts: --files, --dataset, or the embedded novels (cleaned)."""
+    """The training texts: --files (read in chunks, at most ``max_mb`` sampled evenly), --dataset, or the embedded
+    novels (cleaned)."""
     if config.files is not None and config.dataset is not None:
         raise InputValueError("give --files or --dataset, not both")
     if config.dataset is not None:
@@ -261,12 +269,12 @@ def tokenizer_corpus(config: TokenizerConfig):
         if ds.column_names is not None and config.text_column not in ds.column_names:
             raise InputValueError(f"dataset {config.dataset!r} has no column {config.text_column!r}; columns: {ds.column_names}")
         return ds[config.text_column]
-    if config.files is not None:
-        if not config.files:
-            raise InputValueError("--files was given no file")
-        texts = read_text_files(config.files)
-        return [clean_book_text(t) for t in texts] if config.clean else texts
-    return [clean_book_text(t) for t in read_text_files(default_corpus_files())]
+    if config.files is not None and not config.files:
+        raise InputValueError("--files was given no file")
+    from .data.corpus import load_corpus, sample_text
+
+    files = load_corpus(config.files, True if config.files is None else config.clean, validation_fraction=0).train
+    return sample_text(files, config.max_mb * 1e6)  # every file checked here; read as the trainer goes
 
 
 def run_train_tokenizer(config: TokenizerConfig) -> PreTrainedTokenizerFast:

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# pretraining caches its tokens (hf_gptlite/data/token_cache.py): here in a folder of this session, not in $HF_HOME
+os.environ.setdefault("HF_GPTLITE_TOKEN_CACHE", tempfile.mkdtemp(prefix="gptlite_token_cache_"))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,8 @@ class PretrainConfig(TrainingConfig):
     sample_prompt: str | None = field(default="Era uma vez um rapaz que", metadata={"help": "prompt for samples"})
     # ---- data
     train_files: list[str] | None = field(
-        default=None, metadata={"help": "UTF-8 text files, one document each (default: the embedded novels)"}
+        default=None, metadata={"help": "UTF-8 text files (one document each), folders, globs, or .jsonl/.parquet/.csv files "
+                                     "(one document per row of text_column); default: the embedded novels"}
     )
     clean_text: bool | None = field(
         default=None, metadata={"help": "apply clean_book_text (default: only to the embedded novels)"}
@@ -47,6 +48,14 @@ class PretrainConfig(TrainingConfig):
     validation_documents: int = field(default=1000, metadata={"help": "streaming: rows held out for validation"})
     tokenizer_train_documents: int = field(
         default=50_000, metadata={"help": "streaming: rows used to train the tokenizer"}
+    )
+    tokenizer_train_mb: float = field(
+        default=256.0, metadata={"help": "text sampled (evenly) to train the tokenizer, in MB: bounds its time"}
+    )
+    token_cache_dir: str | None = field(default=None, metadata={
+        "help": "where tokenized corpora are cached (default: $HF_GPTLITE_TOKEN_CACHE or $HF_HOME/hf_gptlite/token_cache)"})
+    dataloader_num_workers: int = field(
+        default=0, metadata={"help": "streaming: worker processes that tokenize and pack the stream"}
     )
     # ---- tokenizer
     tokenizer_name_or_path: str | None = field(

@@ -21,7 +21,16 @@ from ..modeling_gptlite import GPTLiteForCausalLM
 from ..tokenization import BYTE_ALPHABET_SIZE, SPECIAL_TOKENS, ensure_pad_token
 from ..training import check_training_output, distributed_state, train
 from .config import PretrainConfig, build_model_config
-from .data import build_lm_data, check_block_size, lm_dataloaders, load_hub_documents, load_text_documents
+from .data import (
+    build_lm_data,
+    check_block_size,
+    dataset_corpus,
+    lm_data_from_corpus,
+    lm_dataloaders,
+    load_corpus,
+    load_hub_documents,
+    sample_text,
+)
 from .metrics import lm_metrics
 
 DEMO_PROMPT = "A casa ficava no alto da rua, e"
@@ -94,23 +103,23 @@ def run_pretraining(cfg: PretrainConfig) -> dict:
     state = distributed_state()
     set_seed(cfg.seed)
     block_size = check_pretrain_inputs(cfg)  # fail before any work
-    # 1. documents, validation held out by document
+    # 1. documents, validation held out by document (read lazily: a cached corpus is never read again)
+    corpus = train_ds = val_ds = None
     if cfg.dataset_name:
         train_ds, val_ds = load_hub_documents(
             cfg.dataset_name, cfg.dataset_config_name, cfg.text_column, cfg.streaming,
             cfg.validation_fraction, cfg.validation_documents, cfg.seed,
         )
-        train_docs = val_docs = None
-        tokenizer_texts = (
-            (row["text"] for row in train_ds.take(cfg.tokenizer_train_documents)) if cfg.streaming
-            else train_ds["text"]
-        )
+        if cfg.streaming:
+            tokenizer_texts = (row["text"] for row in train_ds.take(cfg.tokenizer_train_documents))
+        else:
+            corpus = dataset_corpus(train_ds, validation=val_ds, validation_fraction=0, name=cfg.dataset_name)
     else:
-        train_docs, val_docs = load_text_documents(cfg.train_files, cfg.clean_text, cfg.validation_fraction)
-        train_ds = val_ds = None
-        tokenizer_texts = train_docs
-    # 2. tokenizer, model and packed blocks, checked on the main process before its trained tokenizer is saved
-    # (the others then load that tokenizer and reuse the datasets cache)
+        corpus = load_corpus(cfg.train_files, cfg.clean_text, cfg.validation_fraction, cfg.text_column, cfg.seed)
+    if corpus is not None:  # a bounded sample, evenly spread over the training text
+        tokenizer_texts = sample_text(corpus.train, cfg.tokenizer_train_mb * 1e6)
+    # 2. tokenizer, model and blocks, checked on the main process before its trained tokenizer is saved (the
+    # others then load that tokenizer and map the token cache the local main process built)
     with state.main_process_first():
         tokenizer, trained = _load_or_train_tokenizer(cfg, tokenizer_texts)
         with as_user_error(ValueError):  # a tokenizer that does not fit the model
@@ -119,11 +128,17 @@ def run_pretraining(cfg: PretrainConfig) -> dict:
         set_seed(cfg.seed)
         model = GPTLiteForCausalLM._from_config(config, attn_implementation=cfg.attn_implementation)
         check_resume_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir, model)
-        data = build_lm_data(tokenizer, block_size, train_docs, val_docs, train_ds, val_ds)
+        if corpus is not None:
+            data = lm_data_from_corpus(corpus, tokenizer, block_size, cfg.token_cache_dir,
+                                       builder=state.is_local_main_process,
+                                       log=print if state.is_local_main_process else lambda *a: None)
+        else:
+            data = build_lm_data(tokenizer, block_size, train_dataset=train_ds, val_dataset=val_ds,
+                                 process_index=state.process_index, num_processes=state.num_processes)
         if trained:  # every input checked: the first thing written into output_dir
             tokenizer.save_pretrained(Path(cfg.output_dir) / "tokenizer")
     train_loader, eval_loader = lm_dataloaders(
-        data, cfg.per_device_batch_size, cfg.per_device_eval_batch_size, cfg.seed
+        data, cfg.per_device_batch_size, cfg.per_device_eval_batch_size, cfg.seed, cfg.dataloader_num_workers
     )
     if state.is_main_process:
         n_train = len(data.train) if hasattr(data.train, "__len__") else "streamed"

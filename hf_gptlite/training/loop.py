@@ -141,6 +141,18 @@ def steps_per_epoch(num_batches: int, num_processes: int, gradient_accumulation_
     return math.ceil(num_batches / num_processes) / gradient_accumulation_steps
 
 
+def _prepare_train_dataloader(acc: Accelerator, loader):
+    """``acc.prepare(loader)``; but a dataset that each process already reads its own part of (``split_by_process``:
+    a stream split by node) is neither sharded again nor dispatched from process 0: its batches are only placed on
+    the device."""
+    if acc.num_processes == 1 or not getattr(loader.dataset, "split_by_process", False):
+        return acc.prepare(loader)
+    from accelerate.data_loader import prepare_data_loader
+
+    return prepare_data_loader(loader, acc.device, num_processes=1, process_index=0, put_on_device=True,
+                               dispatch_batches=False, rng_types=None)
+
+
 def _length(loader) -> int | None:
     """Batches in one pass; None for streamed data (a DataLoader over an IterableDataset raises TypeError)."""
     try:
@@ -213,9 +225,8 @@ class Trainer:
         scheduler = LambdaLR(optimizer, self.schedule)
         self._handed_in, self._was_training = model, model.training  # given back as found (restore_forward)
         restore_forward(model)  # a wrapper an earlier prepare left (a Trainer built and never trained)
-        self.model, self.optimizer, self.train_dataloader, self.scheduler = acc.prepare(
-            model, optimizer, train_dataloader, scheduler
-        )
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.train_dataloader = _prepare_train_dataloader(acc, train_dataloader)
         self.eval_dataloader = acc.prepare(eval_dataloader) if eval_dataloader is not None else None
         self.stream = MicroBatchStream(self.train_dataloader, acc)  # its position is saved in checkpoints
         self.step = TrainStep(acc, self.model, self.optimizer, c.max_grad_norm)

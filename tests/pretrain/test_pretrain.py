@@ -11,6 +11,7 @@ import hf_gptlite  # noqa: F401  (Auto classes)
 from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM
 from hf_gptlite.pretrain import run_pretraining
 from hf_gptlite.pretrain.data import (
+    StreamedBlocks,
     build_lm_data,
     check_block_size,
     lm_dataloaders,
@@ -45,7 +46,7 @@ def test_streamed_documents_train_through_the_same_loop(corpus, tmp_path):
     train_docs, val_docs = load_text_documents(corpus["files"], clean=True)
     stream = datasets.Dataset.from_dict({"text": train_docs}).to_iterable_dataset()
     data = build_lm_data(corpus["tokenizer"], 32, train_dataset=stream, val_docs=val_docs)
-    assert isinstance(data.train, datasets.IterableDataset) and data.eval_num_characters > 0
+    assert isinstance(data.train, StreamedBlocks) and data.eval_num_characters > 0
     train_loader, eval_loader = lm_dataloaders(data, batch_size=4)
     model = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny", vocab_size=len(corpus["tokenizer"])))
     with pytest.raises(ValueError, match="set max_steps"):
