@@ -181,7 +181,7 @@ class _CharIndex:
     positions <-> byte offsets, reading at most a few blocks."""
 
     def __init__(self, path: Path, start: int, block: int = CHUNK_BYTES):
-        self.path, self.blocks = path, []  # (byte start, byte end, first character)
+        self.path, self.start, self.blocks = path, start, []  # blocks: (byte start, byte end, first character)
         chars, pos, pending = 0, start, b""
         with open(path, "rb") as f:
             f.seek(start)
@@ -213,7 +213,7 @@ class _CharIndex:
 
     def find(self, char: int) -> int:
         """``text.find("\\n", char)`` on the whole file's text."""
-        for k in range(self._block_of(char), len(self.blocks)):
+        for k in range(self._block_of(char) if self.blocks else 0, len(self.blocks)):
             first = self.blocks[k][2]
             i = self._text(k).find("\n", max(char - first, 0))
             if i != -1:
@@ -222,7 +222,7 @@ class _CharIndex:
 
     def rfind(self, char: int) -> int:
         """``text.rfind("\\n", 0, char)`` on the whole file's text."""
-        for k in range(self._block_of(max(char - 1, 0)), -1, -1):
+        for k in range(self._block_of(max(char - 1, 0)) if self.blocks else -1, -1, -1):
             first = self.blocks[k][2]
             i = self._text(k).rfind("\n", 0, max(char - first, 0))
             if i != -1:
@@ -231,7 +231,7 @@ class _CharIndex:
 
     def byte_offset(self, char: int) -> int:
         if char >= self.num_chars:
-            return self.blocks[-1][1] if self.blocks else 0
+            return self.blocks[-1][1] if self.blocks else self.start
         k = self._block_of(char)
         a, _, first = self.blocks[k]
         return a + len(self._text(k)[: char - first].encode("utf-8"))

@@ -112,5 +112,9 @@ def test_bad_files_are_named(tmp_path):
     truncated.write_bytes("linha\naçã".encode()[:-1])  # the file ends inside "ã"
     with pytest.raises(ValueError, match="cut.txt is not valid UTF-8"):
         _ = load_corpus([truncated]).train
+    for content in (b"", b"\xef\xbb\xbf", b"\n \n"):
+        (tmp_path / "empty.txt").write_bytes(content)
+        with pytest.raises(ValueError, match="text file is empty: .*empty.txt"):
+            _ = load_corpus([tmp_path / "empty.txt"]).train
     with pytest.raises(ValueError, match="mixes text files and table files"):
         load_corpus([latin1, tmp_path / "x.jsonl"])
