@@ -61,7 +61,8 @@ def main(argv=None) -> int:
             run_dir = out / f"{arm}_seed{seed}"
             overrides = {"num_epochs": args.num_epochs} if args.num_epochs else {}
             cfg = FinetuneInstructConfig(model_name_or_path=str(pretrained), output_dir=str(run_dir), seed=seed,
-                                         from_scratch=arm == "scratch", report_to="none", save_steps=0, **overrides)
+                                         from_scratch=arm == "scratch", report_to="none", save_steps=0,
+                                         overwrite_output_dir=True, **overrides)
             t = time.perf_counter()
             m = run_finetune_instruct(cfg)
             train_s = time.perf_counter() - t

@@ -38,7 +38,7 @@ def main() -> None:
     else:
         run = Path(args.output_dir)
         print(f"load average before: {load_average()}", flush=True)
-        cmd = [sys.executable, "-m", "hf_gptlite", "main", "--output_dir", str(run), *args.extra]
+        cmd = [sys.executable, "-m", "hf_gptlite", "main", "--output_dir", str(run), "--overwrite_output_dir", *args.extra]
         print("running:", " ".join(cmd), flush=True)
         start = time.perf_counter()
         subprocess.run(cmd, check=True)

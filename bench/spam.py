@@ -116,7 +116,8 @@ def main(argv=None) -> int:
             cfg = SpamConfig(**{**vars(base), **overrides, **(adapt if lm_adapt else {}),
                                 "model_name_or_path": str(pretrained),
                                 "from_scratch": from_scratch, "seed": seed, "balanced": not args.full,
-                                "split_dir": str(split_dir), "output_dir": str(out / f"{kind}_seed{seed}")})
+                                "split_dir": str(split_dir), "output_dir": str(out / f"{kind}_seed{seed}"),
+                                "overwrite_output_dir": True})
             start = time.perf_counter()
             m = run_spam_finetune(cfg)
             runs.append({"seed": seed, "test_accuracy": m["test_accuracy"], "test_f1": m["test_f1"],

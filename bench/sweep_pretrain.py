@@ -142,6 +142,7 @@ def launch(spec: str, steps: int, kind: str, mixed_precision: str, threads: int,
     fields = dict(
         output_dir=str(out), tokenizer_name_or_path=str(tokenizer_dir(vocab)), max_train_minutes=0,
         max_steps=steps, save_steps=0, report_to="none", sample_prompt=None, mixed_precision=mixed_precision,
+        overwrite_output_dir=True,
         seed=seed, per_device_eval_batch_size=32, logging_steps=10,
         eval_steps=eval_every or max(1, steps // 6), eval_max_batches=None, **over,
     )

@@ -69,6 +69,20 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike) ->
 
 
 
+# ---- the model given back ------------------------------------------------------------------------
+def restore_forward(model: nn.Module) -> None:
+    """Undo ``accelerator.prepare``'s mixed-precision wrapper of ``model.forward`` (an autocast + fp32-outputs
+    function set on the instance, the original kept in ``_original_forward``): a model handed to ``train()`` comes
+    back computing in the precision it had, and the next run on the same object gets its own precision."""
+    original = vars(model).pop("_original_forward", None)
+    if original is None:
+        return
+    if getattr(original, "__func__", None) is type(model).forward and getattr(original, "__self__", None) is model:
+        vars(model).pop("forward", None)  # the class's forward again
+    else:
+        model.forward = original  # a forward the caller had set on the instance
+
+
 # ---- LoRA ----------------------------------------------------------------------------------------
 def attach_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.0,
                 target_modules: str | Sequence[str] = LORA_TARGET_MODULES, task_type: str = "CAUSAL_LM",
@@ -172,4 +186,5 @@ def save_model_folder(model: nn.Module, directory: str | os.PathLike, tokenizer=
 
 
 __all__ = ["LOG_FILE", "METRICS_FILE", "LORA_ADAPTER_DIR", "LORA_TARGET_MODULES", "write_metrics", "read_log",
-           "plot_loss_curve", "attach_lora", "is_peft_model", "save_model_folder"]
+           "plot_loss_curve", "attach_lora", "is_peft_model", "save_model_folder",
+           "restore_forward"]

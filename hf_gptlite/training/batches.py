@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import math
 
 import torch
 from torch import nn
@@ -99,6 +100,21 @@ class MicroBatchStream:
 _END = object()
 
 
+def steps_per_epoch(num_batches: int, num_processes: int, gradient_accumulation_steps: int) -> float:
+    """Optimizer steps in one pass over ``num_batches`` batches (a fraction: the stream goes on into the next pass):
+    accelerate deals the batches to the processes, a step takes ``gradient_accumulation_steps`` on each."""
+    return math.ceil(num_batches / num_processes) / gradient_accumulation_steps
+
+
+def sized_length(obj) -> int | None:
+    """``len(obj)`` (a loader's batches in one pass, a dataset's examples); None for streamed data (a DataLoader
+    over an IterableDataset raises TypeError)."""
+    try:
+        return len(obj)
+    except TypeError:
+        return None
+
+
 # ---- what a step's loss is a mean over -------------------------------------------------------------
 def _base_model(model: nn.Module) -> nn.Module:
     return getattr(model, "get_base_model", lambda: model)()  # a PEFT model -> the model it wraps
@@ -147,4 +163,4 @@ def count_items(batch: dict, shifted: bool) -> torch.Tensor:
     return (labels != -100).sum()
 
 
-__all__ = ["MicroBatchStream", "take", "loss_shifts_labels", "loss_takes_num_items", "count_items"]
+__all__ = ["MicroBatchStream", "take", "steps_per_epoch", "sized_length", "loss_shifts_labels", "loss_takes_num_items", "count_items"]

@@ -128,6 +128,15 @@ def check_checkpoint_matches(path: Path, model: nn.Module) -> None:
 
 
 
+def model_summary(model: nn.Module) -> dict:
+    """What a checkpoint says of the model that wrote it (named in the error of a checkpoint that does not fit)."""
+    cfg = getattr(model, "config", None)
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "max_position_embeddings")
+    return {"model_class": type(model).__name__,
+            "model_summary": {k: getattr(cfg, k) for k in keys if cfg is not None and hasattr(cfg, k)}}
+
+
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, trainer_state: dict,
                     save_total_limit: int) -> Path:
     """``accelerator.save_state`` into ``.tmp-step_N`` with ``trainer_state``, then one rename; keeps the last
@@ -170,4 +179,4 @@ def load_checkpoint(accelerator, spec: str, output_dir: str | os.PathLike, model
 
 __all__ = ["CHECKPOINTS_DIR", "TRAINER_STATE", "RUN_CONFIG", "list_checkpoints", "resolve_checkpoint",
            "check_checkpoint_matches", "save_checkpoint", "load_checkpoint", "run_in", "check_run_folder",
-           "check_training_output", "clear_run"]
+           "check_training_output", "clear_run", "model_summary"]

@@ -132,6 +132,23 @@ def resolve_mixed_precision(requested: str = "auto") -> str:
     return "no"
 
 
+def destroy_process_group_at_exit() -> None:
+    """Once per process: destroy the process group when the interpreter exits (the loop keeps it between runs)."""
+    global _EXIT_HOOKED
+    if not _EXIT_HOOKED:
+        import atexit
+
+        def destroy():
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+        atexit.register(destroy)
+        _EXIT_HOOKED = True
+
+
+_EXIT_HOOKED = False
+
+
 def distributed_state():
     """accelerate's ``PartialState`` as ``Accelerator`` will see it. Creating a bare ``PartialState()`` before the
     ``Accelerator`` would ignore ``ACCELERATE_USE_CPU`` and turn a multi-process CPU launch into one process."""
@@ -142,4 +159,4 @@ def distributed_state():
 
 
 __all__ = ["TRACKER_MODULES", "tracker_names", "check_report_to", "TrainingConfig", "resolve_mixed_precision",
-           "distributed_state"]
+           "distributed_state", "destroy_process_group_at_exit"]

@@ -104,16 +104,21 @@ def loss_per_example(model, out, batch: dict, shifted: bool) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def sample_text(model, tokenizer, accelerator, prompt: str, seed: int, max_new_tokens: int) -> str:
-    """A continuation of ``prompt`` (top-k sampling with a fixed seed, on a forked RNG so it does not change the
-    training run). ``model`` is the unwrapped model, in eval mode."""
-    device = accelerator.device
+def sample_text(model, tokenizer, accelerator, prompt: str | None, seed: int, max_new_tokens: int) -> str | None:
+    """The prompt and a continuation of it (top-k sampling with a fixed seed, every random stream kept so it does
+    not change the training run); None without a prompt, a tokenizer or a ``generate``. ``model``: unwrapped."""
+    if not prompt or tokenizer is None or not hasattr(model, "generate"):
+        return None
+    device, was_training = accelerator.device, model.training
     inputs = tokenizer(prompt, return_tensors="pt").to(device)
-    with rng_kept(device):
-        torch.manual_seed(seed)
-        with accelerator.autocast():
+    model.eval()
+    try:
+        with rng_kept(device), accelerator.autocast():
+            torch.manual_seed(seed)
             ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, top_k=50, temperature=0.8,
                                  pad_token_id=tokenizer.pad_token_id)
+    finally:
+        model.train(was_training)
     return tokenizer.decode(ids[0], skip_special_tokens=True)
 
 

@@ -64,6 +64,18 @@ class RunLog:
             self.history = kept
 
 
+    def summary(self, step: int, wall_seconds: float, tokens: int, train_seconds: float, model) -> dict:
+        """The run's figures for ``metrics.json``: the last logged loss, steps, time, tokens and throughput, the
+        model's size, processes and precision."""
+        losses = [r["loss"] for r in self.history if "loss" in r]
+        acc = self.accelerator
+        return {"train_loss": losses[-1] if losses else float("nan"), "global_step": step,
+                "train_runtime_s": wall_seconds, "train_tokens": tokens,
+                "tokens_per_s": tokens / max(train_seconds, 1e-9),
+                "num_parameters": sum(p.numel() for p in model.parameters()),
+                "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision}
+
+
 class LossWindow:
     """The steps since the last log record: their losses, tokens and time in forward/backward/update."""
 

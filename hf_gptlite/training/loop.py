@@ -73,23 +73,22 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from ..errors import as_user_error
-from .artifacts import LOG_FILE, plot_loss_curve, save_model_folder, write_metrics
-from .batches import MicroBatchStream
+from .artifacts import LOG_FILE, plot_loss_curve, restore_forward, save_model_folder, write_metrics
+from .batches import MicroBatchStream, sized_length, steps_per_epoch
 from .budget import TimeBudget
 from .checkpoints import (
     RUN_CONFIG,
-    TRAINER_STATE,
-    check_checkpoint_matches,
     check_training_output,
     clear_run,
     list_checkpoints,
-    resolve_checkpoint,
+    model_summary,
     save_checkpoint,
 )
 from .config import (  # noqa: F401  (importable from here too)
     TRACKER_MODULES,
     TrainingConfig,
     check_report_to,
+    destroy_process_group_at_exit,
     distributed_state,
     resolve_mixed_precision,
     tracker_names,
@@ -97,48 +96,12 @@ from .config import (  # noqa: F401  (importable from here too)
 from .evaluation import EvalLoss, evaluate_loss, rng_kept, sample_text
 from .logs import LossWindow, RunLog, tracker_list
 from .optim import WarmupCosine, create_optimizer
-from .resume import apply_settings, check_resume, run_identity, settings_of
+from .resume import apply_settings, check_checkpoint, run_identity, settings_of
 from .step import TrainStep
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without writing a checkpoint of the bad weights."""
-
-
-def _destroy_process_group_at_exit() -> None:
-    """Once per process: destroy the process group when the interpreter exits (the loop keeps it between runs)."""
-    global _EXIT_HOOKED
-    if not _EXIT_HOOKED:
-        import atexit
-
-        def destroy():
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-
-        atexit.register(destroy)
-        _EXIT_HOOKED = True
-
-
-_EXIT_HOOKED = False
-
-
-def restore_forward(model: nn.Module) -> None:
-    """Undo ``accelerator.prepare``'s mixed-precision wrapper of ``model.forward`` (an autocast + fp32-outputs
-    function set on the instance, the original kept in ``_original_forward``): a model handed to ``train()`` comes
-    back computing in the precision it had, and the next run on the same object gets its own precision."""
-    original = vars(model).pop("_original_forward", None)
-    if original is None:
-        return
-    if getattr(original, "__func__", None) is type(model).forward and getattr(original, "__self__", None) is model:
-        vars(model).pop("forward", None)  # the class's forward again
-    else:
-        model.forward = original  # a forward the caller had set on the instance
-
-
-def steps_per_epoch(num_batches: int, num_processes: int, gradient_accumulation_steps: int) -> float:
-    """Optimizer steps in one pass over ``num_batches`` batches (a fraction: the stream goes on into the next pass):
-    accelerate deals the batches to the processes, a step takes ``gradient_accumulation_steps`` on each."""
-    return math.ceil(num_batches / num_processes) / gradient_accumulation_steps
 
 
 def _prepare_train_dataloader(acc: Accelerator, loader):
@@ -151,14 +114,6 @@ def _prepare_train_dataloader(acc: Accelerator, loader):
 
     return prepare_data_loader(loader, acc.device, num_processes=1, process_index=0, put_on_device=True,
                                dispatch_batches=False, rng_types=None)
-
-
-def _length(loader) -> int | None:
-    """Batches in one pass; None for streamed data (a DataLoader over an IterableDataset raises TypeError)."""
-    try:
-        return len(loader)
-    except TypeError:
-        return None
 
 
 class Trainer:
@@ -191,7 +146,7 @@ class Trainer:
         # process group (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
-        _destroy_process_group_at_exit()
+        destroy_process_group_at_exit()
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(c.mixed_precision),
             # the loop accumulates itself (step.py): accelerate must never step on its own at a dataloader's end
@@ -204,22 +159,24 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # order = f(seed, epoch)
         )
         acc = self.accelerator
+        self.run_log = RunLog(acc, self.output_dir)  # log.jsonl, the trackers, the history
         if parse_flag_from_env("ACCELERATE_USE_FSDP") and acc.distributed_type != DistributedType.FSDP:
             self._print(f"warning: an FSDP launch config, but accelerate runs {acc.distributed_type.value} here "
                         "(accelerate 1.15 has no FSDP on CPU): every process holds the whole model")
         for name, loader in (("training", train_dataloader), ("evaluation", eval_dataloader)):
-            if loader is not None and _length(loader) == 0:
+            if loader is not None and sized_length(loader) == 0:
                 raise ValueError(f"the {name} dataloader yields no batches (is the {name} data empty?)"
                                  + (" Pass eval_dataloader=None to train without evaluation." if name[0] == "e" else ""))
         self.identity = run_identity(c, train_dataloader, acc.num_processes)  # what a resume must match
         optimizer = create_optimizer(model, c, acc.device)
-        steps_per_epoch = self._steps_per_epoch(train_dataloader, acc.num_processes)
+        batches = sized_length(train_dataloader)  # in one pass, before accelerate deals them to the processes
         if c.max_steps > 0:
             total = c.max_steps
-        elif steps_per_epoch is None:
+        elif batches is None:
             raise ValueError("the training data has no length (streaming): set max_steps")
-        else:
-            total = max(1, math.ceil(c.num_epochs * steps_per_epoch))
+        else:  # an epoch is a fraction of steps: the stream goes on into the next pass
+            total = max(1, math.ceil(c.num_epochs * steps_per_epoch(batches, acc.num_processes,
+                                                                    c.gradient_accumulation_steps)))
         self._planned_steps = total  # the cap of a time budget
         self.schedule = WarmupCosine(c.warmup_steps, total, c.min_lr_ratio)
         scheduler = LambdaLR(optimizer, self.schedule)
@@ -234,13 +191,6 @@ class Trainer:
         self.train_tokens = 0  # tokens seen by all processes
         self.train_seconds = 0.0  # time in forward/backward/step only
         self.run_seconds = 0.0  # wall time of the run up to the last step, over every resume (the time budget's)
-        self.run_log = RunLog(acc, self.output_dir)  # log.jsonl, the trackers, the history
-
-    # -- set-up helpers
-    def _steps_per_epoch(self, dataloader, num_processes: int) -> float | None:
-        """Steps in one pass over the data (a fraction: the stream goes on into the next pass)."""
-        n = _length(dataloader)  # batches in one pass, before accelerate splits them across processes
-        return None if n is None else steps_per_epoch(n, num_processes, self.config.gradient_accumulation_steps)
 
     @property
     def total_steps(self) -> int:
@@ -249,12 +199,6 @@ class Trainer:
     @property
     def epoch(self) -> int:
         return self.stream.epoch
-
-    def _model_summary(self) -> dict:
-        model = self.accelerator.unwrap_model(self.model)
-        cfg = getattr(model, "config", None)
-        keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings")
-        return {k: getattr(cfg, k) for k in keys if cfg is not None and hasattr(cfg, k)}
 
     # -- logging (logs.py)
     @property
@@ -275,18 +219,14 @@ class Trainer:
             "global_step": self.global_step, **self.stream.state(),  # between steps: no gradient is pending
             "total_steps": self.total_steps, "train_tokens": self.train_tokens,
             "train_seconds": self.train_seconds, "run_seconds": self.run_seconds, **self.identity,
-            "model_class": type(acc.unwrap_model(self.model)).__name__, "model_summary": self._model_summary(),
+            **model_summary(acc.unwrap_model(self.model)),
         }
         return save_checkpoint(acc, self.output_dir, self.global_step, state, self.config.save_total_limit)
 
     def check_checkpoint(self, spec: str) -> tuple[Path, dict]:
-        """Resolve ``spec`` and check it against this run (the model's shape, the resume contract: resume.py);
-        returns (the checkpoint folder, its trainer state). Reads only: nothing is written or loaded."""
-        path = resolve_checkpoint(spec, self.output_dir)
-        check_checkpoint_matches(path, self.accelerator.unwrap_model(self.model))
-        state = json.loads((path / TRAINER_STATE).read_text())
-        check_resume(path, state, self.identity, self._planned_steps)
-        return path, state
+        """(the checkpoint folder, its trainer state) of ``spec``, checked against this run (resume.py). Reads only."""
+        return check_checkpoint(spec, self.output_dir, self.accelerator.unwrap_model(self.model), self.identity,
+                                self._planned_steps)
 
     def load_checkpoint(self, spec: str) -> Path:
         """Continue from a checkpoint: its weights, optimizer moments, RNG states and position in the data, with THIS
@@ -334,17 +274,8 @@ class Trainer:
         """Generate a continuation of ``prompt`` (top-k sampling with a fixed seed, on a forked RNG so it
         does not change the training run)."""
         prompt = prompt if prompt is not None else self.config.sample_prompt
-        if not prompt or self.tokenizer is None:
-            return None
-        model = self.accelerator.unwrap_model(self.model)
-        if not hasattr(model, "generate"):
-            return None
-        model.eval()
-        try:
-            return sample_text(model, self.tokenizer, self.accelerator, prompt, self.config.seed,
-                               self.config.sample_max_new_tokens)
-        finally:
-            model.train()
+        return sample_text(self.accelerator.unwrap_model(self.model), self.tokenizer, self.accelerator, prompt,
+                           self.config.seed, self.config.sample_max_new_tokens)
 
     # -- training
     def train(self) -> dict[str, float]:
@@ -459,17 +390,8 @@ class Trainer:
             self._log(final)
             metrics.update(final)
             self._print("final evaluation: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
-        train_losses = [r["loss"] for r in self.history if "loss" in r]
-        metrics.update({
-            "train_loss": train_losses[-1] if train_losses else float("nan"),
-            "global_step": self.global_step,
-            "train_runtime_s": wall_seconds,
-            "train_tokens": self.train_tokens,
-            "tokens_per_s": self.train_tokens / max(self.train_seconds, 1e-9),
-            "num_parameters": sum(p.numel() for p in acc.unwrap_model(self.model).parameters()),
-            "num_processes": acc.num_processes,
-            "mixed_precision": acc.mixed_precision,
-        })
+        metrics.update(self.run_log.summary(self.global_step, wall_seconds, self.train_tokens, self.train_seconds,
+                                            acc.unwrap_model(self.model)))
         text = self.sample()
         if text is not None:
             metrics["sample"] = text

@@ -26,9 +26,12 @@ May change, taking effect from the resume step (the rest of the run is the run p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import InputValueError
+from .batches import sized_length
+from .checkpoints import TRAINER_STATE, check_checkpoint_matches, resolve_checkpoint
 
 MUST_MATCH = ("per_device_batch_size", "gradient_accumulation_steps", "num_processes", "seed", "train_examples",
               "train_batches", "layer_lr_decay")
@@ -43,13 +46,6 @@ WHY = {
 }
 
 
-def _length(obj) -> int | None:
-    try:
-        return len(obj)
-    except TypeError:
-        return None
-
-
 def run_identity(config, train_dataloader, num_processes: int) -> dict:
     """What a resumed run must share with its checkpoint (``MUST_MATCH``), from the config and the training loader
     as handed to the loop (before ``accelerator.prepare``). None for what a streamed dataset cannot tell."""
@@ -59,8 +55,8 @@ def run_identity(config, train_dataloader, num_processes: int) -> dict:
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "num_processes": num_processes,
         "seed": config.seed,
-        "train_examples": _length(dataset) if dataset is not None else None,
-        "train_batches": _length(train_dataloader),
+        "train_examples": sized_length(dataset) if dataset is not None else None,
+        "train_batches": sized_length(train_dataloader),
         "layer_lr_decay": config.layer_lr_decay,
     }
 
@@ -81,6 +77,16 @@ def check_resume(path: Path, state: dict, identity: dict, planned_steps: int) ->
             f"--resume_from_checkpoint {path}: the run is planned for {planned_steps} steps (max_steps / num_epochs) "
             f"but the checkpoint is at step {state['global_step']}; pass a larger --max_steps to extend the run"
         )
+
+
+def check_checkpoint(spec: str, output_dir, model, identity: dict, planned_steps: int) -> tuple[Path, dict]:
+    """Resolve ``spec`` (``latest`` or a folder) and check it against this run: the model's shape (``model``
+    unwrapped), then the contract above. Returns (the checkpoint folder, its trainer state); reads only."""
+    path = resolve_checkpoint(spec, output_dir)
+    check_checkpoint_matches(path, model)
+    state = json.loads((path / TRAINER_STATE).read_text())
+    check_resume(path, state, identity, planned_steps)
+    return path, state
 
 
 def settings_of(optimizer) -> list[dict]:
@@ -104,4 +110,4 @@ def apply_settings(optimizer, scheduler, settings: list[dict], schedule_state: d
     scheduler._last_lr = lrs
 
 
-__all__ = ["MUST_MATCH", "run_identity", "check_resume", "settings_of", "apply_settings"]
+__all__ = ["MUST_MATCH", "run_identity", "check_resume", "check_checkpoint", "settings_of", "apply_settings"]

@@ -162,3 +162,11 @@ def test_a_fresh_run_into_a_folder_that_holds_a_run_is_refused_or_clears_it(tmp_
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_2"]  # untouched
     W.make_trainer(tmp_path, max_steps=1, save_steps=1, overwrite_output_dir=True).train()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_1"]  # latest is the new run's
+
+
+def test_an_fsdp_config_where_accelerate_runs_no_fsdp_is_a_warning(tmp_path, monkeypatch, capsys):
+    """ACCELERATE_USE_FSDP on a run accelerate does not shard (one CPU process): a warning line, then the run."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    trainer = W.make_trainer(tmp_path, max_steps=1)
+    assert "warning: an FSDP launch config, but accelerate runs NO here" in capsys.readouterr().out
+    assert trainer.train()["global_step"] == 1
