@@ -22,7 +22,8 @@ AutoConfig.register("gptlite", GPTLiteConfig, exist_ok=True)
 AutoModel.register(GPTLiteConfig, GPTLiteModel, exist_ok=True)
 AutoModelForCausalLM.register(GPTLiteConfig, GPTLiteForCausalLM, exist_ok=True)
 AutoModelForSequenceClassification.register(GPTLiteConfig, GPTLiteForSequenceClassification, exist_ok=True)
-# ... and save_pretrained writes `auto_map` + the two code files, so trust_remote_code works without it.
+# ... and save_pretrained writes `auto_map` + the code files (the modeling pair and the kernels file it imports),
+# so trust_remote_code works without it.
 GPTLiteConfig.register_for_auto_class()
 GPTLiteModel.register_for_auto_class("AutoModel")
 GPTLiteForCausalLM.register_for_auto_class("AutoModelForCausalLM")

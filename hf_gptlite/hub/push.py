@@ -101,7 +101,7 @@ def prepare_upload_folder(
     """Write the exact folder that would be uploaded into `out_dir` (must be absent or empty).
 
     The model is re-saved with save_pretrained (safetensors, sharded above `max_shard_size`, config with
-    auto_map, configuration_gptlite.py + modeling_gptlite.py); the tokenizer (and chat template) is re-saved;
+    auto_map, configuration_gptlite.py + modeling_gptlite.py + gptlite_kernels.py); the tokenizer (and chat template) is re-saved;
     metrics.json / training_config.json / loss_curve.png are copied; README.md is the filled card.
     """
     check_repo_id(repo_id)

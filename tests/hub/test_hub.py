@@ -280,9 +280,10 @@ def test_instruction_model_folder_keeps_chat_template(tmp_path):
     assert "instruction" in card.data.tags and card.data.eval_results[0].metric_type == "rougeL"
 
 
-def test_validation_catches_a_folder_that_does_not_load(run_dir, tmp_path):
+@pytest.mark.parametrize("code_file", ["modeling_gptlite.py", "gptlite_kernels.py"])
+def test_validation_catches_a_folder_that_does_not_load(run_dir, tmp_path, code_file):
     folder = prepare_upload_folder(run_dir, tmp_path / "up", "tester/x")
-    (folder / "modeling_gptlite.py").unlink()
+    (folder / code_file).unlink()
     with pytest.raises(RuntimeError, match="does not load back"):
         validate_upload_folder(folder)
 
