@@ -2,13 +2,11 @@
 
     token ids -> token + position embeddings -> N x Block(pre-LN attention, pre-LN MLP) -> final LN -> head
 
-Parameter names follow GPT-2 (``wte``, ``h.0.attn.c_attn`` ...), so converting GPT-2 weights is a
-transpose, nothing more (our projections are ``nn.Linear``, GPT-2's are ``Conv1D``).
-
-This file imports only torch, transformers and ``configuration_gptlite``: it ships with the weights and
-runs under ``trust_remote_code`` where the ``hf_gptlite`` package is not installed.
-Shapes: B = batch, T = new tokens, S = tokens attended to (cache + new), H = hidden size,
-nh = heads, hd = head size.
+Parameter names follow GPT-2 (``wte``, ``h.0.attn.c_attn`` ...): converting GPT-2 weights is a transpose (our
+projections are ``nn.Linear``, GPT-2's ``Conv1D``). This file is the model alone: the measured fast paths live in
+``gptlite_kernels.py``, attached through transformers' extension points. Both ship with the weights (with
+``configuration_gptlite.py``) and run under ``trust_remote_code`` where the ``hf_gptlite`` package is not installed.
+Shapes: B = batch, T = new tokens, S = tokens attended to (cache + new), H = hidden size, nh = heads, hd = head size.
 """
 
 import math
@@ -18,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import create_causal_mask
+from transformers.cache_utils import Cache
+from transformers.loss.loss_utils import LOSS_MAPPING
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
@@ -35,6 +32,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_gptlite import GPTLiteConfig
+from .gptlite_kernels import OutputLayer, causal_mask, default_attention, default_cache, loss_for
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -46,103 +44,6 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     weights = F.dropout(weights, p=dropout, training=module.training)
     out = torch.matmul(weights, value)  # (B, nh, T, hd)
     return out.transpose(1, 2), weights
-
-
-class _BlockwiseCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of logits (N, V) at labels (N,), rows labelled ``ignore_index`` skipped: the numbers of
-    ``F.cross_entropy(logits.float(), labels, reduction="sum")`` without its two (N, V) fp32 tensors (the upcast
-    copy and the stored log-softmax). Forward keeps one log-sum-exp per row; backward recomputes the softmax a block
-    of rows at a time, in fp32, and writes the gradient in the logits' dtype."""
-
-    @staticmethod
-    def forward(ctx, logits, labels, ignore_index):
-        # fp32 blocks of ~4 MB stay in a CPU's cache; on a GPU, few large blocks (each block is a few kernel launches)
-        ctx.rows = max(1, (2**20 if logits.device.type == "cpu" else 2**26) // logits.shape[1])
-        lse = torch.cat([torch.logsumexp(block.float(), dim=-1) for block in logits.split(ctx.rows)])  # (N,)
-        keep = labels != ignore_index
-        labels = labels.where(keep, 0)
-        target = logits.gather(1, labels[:, None])[:, 0].float()  # (N,) the label's logit
-        ctx.save_for_backward(logits, labels, lse, keep)
-        return ((lse - target) * keep).sum()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        logits, labels, lse, keep = ctx.saved_tensors
-        grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format)
-        scale = grad * keep  # (N,) 0 for ignored rows
-        for i in range(0, logits.shape[0], ctx.rows):
-            rows = slice(i, i + ctx.rows)
-            p = torch.exp(logits[rows].float() - lse[rows, None])  # softmax of the block, fp32
-            p.scatter_add_(1, labels[rows, None], p.new_full((p.shape[0], 1), -1.0))  # - one-hot(label)
-            grad_logits[rows] = p.mul_(scale[rows, None])
-        return grad_logits, None, None
-
-
-def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_index=-100, shift_labels=None, **kwargs):
-    """transformers' ``ForCausalLMLoss`` (same arguments, same value: labels shifted inside, the mean over labelled
-    tokens or the sum / ``num_items_in_batch``) computed by ``_BlockwiseCrossEntropy``."""
-    if shift_labels is None:  # tokens < n predict n
-        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    shift_labels = shift_labels.reshape(-1).to(logits.device)
-    total = _BlockwiseCrossEntropy.apply(logits.reshape(-1, vocab_size), shift_labels, ignore_index)
-    if num_items_in_batch is None:
-        return total / (shift_labels != ignore_index).sum()
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
-
-
-def one_query_attention(module, query, key, value, attention_mask, scaling, **kwargs):
-    """sdpa's math for a bf16/fp16 decoding step on CPU over a StaticCache (one query per sequence, a fixed number of
-    positions) as two plain matmuls, softmax in fp32: softmax(q k^T * scaling) v. sdpa's flash kernel runs such a
-    step 3-10x slower on CPU (batch 8, 12 heads, 544 positions: 8.8 vs 1.5 ms per layer; bench/profile_decode.py).
-    q: (B, nh, 1, hd) -> (B, 1, nh, hd). ``attention_mask``: sdpa's boolean mask (True: may attend) or an additive
-    one."""
-    scores = (query * scaling) @ key.transpose(-1, -2)  # (B, nh, 1, S)
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
-    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    return (weights @ value).transpose(1, 2), None
-
-
-def cache_update(cache: Cache, key, value, layer_idx: int):
-    """``cache.update(key, value, layer_idx)`` -> all keys, values (B, nh, S, hd). A DynamicCache layer appends with
-    ``torch.cat``, which copies every cached position again at every step (O(S) per token); here such a layer's
-    keys/values become views of a buffer with room for 256 more positions, so a step writes only its new positions.
-    On CPU, without gradients, a bf16/fp16 model's positions are stored in fp32 and its attention then runs in fp32:
-    for one query, CPU sdpa's fp32 kernel is 9-12x faster than its bf16 one (batch 1-8, 300-500 positions) and a
-    bf16 batched matmul re-creates a oneDNN primitive at every new length; converting one new position per step is
-    free, the cache takes twice the memory. Crop, reorder, select and reset still work on the views (a layer whose
-    tensors were replaced gets a new buffer); any other cache, an offloaded one, or a compiled graph goes through
-    ``cache.update``."""
-    layer = cache.layers[layer_idx] if layer_idx < len(cache.layers) else None
-    if type(layer) is not DynamicLayer or cache.offloading or torch.compiler.is_compiling():
-        return cache.update(key, value, layer_idx)
-    dtype = key.dtype
-    if key.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and not key.requires_grad:
-        dtype = torch.float32
-    past = layer.keys.shape[-2] if layer.is_initialized and layer.keys.numel() else 0
-    room = getattr(layer, "room", None)  # (keys buffer, values buffer), each (B, nh, capacity, hd)
-    if (past == 0 or room is None or layer.keys.data_ptr() != room[0].data_ptr()
-            or layer.values.data_ptr() != room[1].data_ptr() or room[0].shape[:2] != key.shape[:2]
-            or past + key.shape[-2] > room[0].shape[-2] or room[0].dtype != dtype):
-        B, nh, T, hd = key.shape
-        room = key.new_empty(B, nh, past + T + 256, hd, dtype=dtype), value.new_empty(B, nh, past + T + 256, hd, dtype=dtype)
-        if past:
-            room[0][:, :, :past] = layer.keys
-            room[1][:, :, :past] = layer.values
-        else:
-            layer.lazy_initialization(key, value)
-        layer.room = room
-    end = past + key.shape[-2]
-    room[0][:, :, past:end] = key
-    room[1][:, :, past:end] = value
-    layer.keys, layer.values = room[0][:, :, :end], room[1][:, :, :end]
-    return layer.keys, layer.values
 
 
 class GPTLiteAttention(nn.Module):
@@ -166,23 +67,15 @@ class GPTLiteAttention(nn.Module):
         B, T, H = hidden_states.shape
         qkv = self.c_attn(hidden_states).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hd)
-        dtype = q.dtype
-        if cache is not None:
-            k, v = cache_update(cache, k, v, self.layer_idx)  # (B, nh, S, hd); fp32 on CPU (see cache_update)
-            q = q.to(k.dtype)
-        attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
+        if cache is not None:  # append this step's keys/values; attend to all of them
+            k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hd)
+        # eager_attention_forward above, or a kernel by name: "sdpa", "flash_attention_2", ... or "gptlite_sdpa"
+        attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        out, weights = attention_fn(  # out: (B, T, nh, hd); q.to(): a cache may keep keys wider (gptlite_kernels)
+            self, q.to(k.dtype), k, v, attention_mask, dropout=self.attn_dropout if self.training else 0.0,
+            scaling=self.scaling, **kwargs,
         )
-        if (attention_fn is sdpa_attention_forward and T == 1 and q.device.type == "cpu" and not self.training
-                and q.dtype in (torch.bfloat16, torch.float16)):  # bf16 decoding over a StaticCache on CPU
-            attention_fn = one_query_attention
-        out, weights = attention_fn(
-            self, q, k, v, attention_mask,
-            dropout=self.attn_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            **kwargs,
-        )  # out: (B, T, nh, hd)
-        out = self.c_proj(out.reshape(B, T, H).to(dtype))
+        out = self.c_proj(out.reshape(B, T, H).to(hidden_states.dtype))
         return (self.resid_dropout(out) if self.training else out), weights
 
 
@@ -238,6 +131,10 @@ class GPTLitePreTrainedModel(PreTrainedModel):
         if isinstance(module, (GPTLiteAttention, GPTLiteMLP)):
             std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
             init.normal_(module.c_proj.weight, mean=0.0, std=std)
+
+    def get_correct_attn_implementation(self, requested_attention, is_init_check=False):
+        # nothing asked for: "gptlite_sdpa" (sdpa with a CPU decoding fast path, gptlite_kernels), else "sdpa"
+        return super().get_correct_attn_implementation(requested_attention or default_attention(), is_init_check)
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """transformers' resize. With ``config.pad_vocab_size_multiple`` set, ``config.vocab_size`` becomes
@@ -295,17 +192,18 @@ class GPTLiteModel(GPTLitePreTrainedModel):
             inputs_embeds = self.wte(input_ids)  # (B, T, H)
         T = inputs_embeds.shape[1]
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
+            cache = default_cache(self.config)  # a DynamicCache (of growing layers: gptlite_kernels)
         past = cache.get_seq_length() if cache is not None else 0
-        # A static cache counts its tokens in a 0-d tensor: comparing that would sync with the device and break
-        # torch.compile's graph, so only the new tokens are checked then (the embedding lookup fails past the end).
+        # A static cache counts in a 0-d tensor: comparing it would sync and break a compiled graph; not checked then
         cached = past if isinstance(past, int) else 0
         if cached + T > self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence length {cached + T} (cached {cached} + new {T}) exceeds the model's "
                 f"max_position_embeddings={self.config.max_position_embeddings}; truncate the input"
             )
-        positions_given = position_ids is not None  # packed sequences (positions restarting) need a mask
+        # None (pure causal: kernels use is_causal), a 4D additive mask, or a flex BlockMask; position_ids given by
+        # the caller may restart (packed sequences), which the mask then follows
+        mask = causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids)
         if position_ids is None:
             if attention_mask is not None and attention_mask.ndim == 2:
                 # count real tokens only, so a left-padded prompt starts at position 0
@@ -316,18 +214,6 @@ class GPTLiteModel(GPTLitePreTrainedModel):
         hidden_states = inputs_embeds + self.wpe(position_ids).to(inputs_embeds.device)
         if self.training:
             hidden_states = self.drop(hidden_states)
-
-        # None (pure causal: kernels use is_causal), a 4D additive mask, or a flex BlockMask. Nothing padded, sdpa, a
-        # growing cache (or none) and one new token or an empty cache: None without create_causal_mask's checks.
-        if (self.config._attn_implementation == "sdpa" and not positions_given and (T == 1 or cached == 0)
-                and not getattr(cache, "is_compileable", False) and not torch.compiler.is_compiling()
-                and (attention_mask is None or (attention_mask.ndim == 2 and bool(attention_mask.all())))):
-            mask = None
-        else:
-            mask = create_causal_mask(
-                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                cache=cache, position_ids=position_ids,
-            )
         for block in self.h:
             hidden_states = block(hidden_states, mask, cache=cache, position_ids=position_ids, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.ln_f(hidden_states), cache=cache if use_cache else None)
@@ -341,17 +227,17 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
     def __init__(self, config: GPTLiteConfig):
         super().__init__(config)
         self.transformer = GPTLiteModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.padded_vocab_size, bias=False)
+        self.lm_head = OutputLayer(config.hidden_size, config.padded_vocab_size, bias=False)  # an nn.Linear
         self.post_init()
 
     def get_output_embeddings(self):
         return self.lm_head
 
     @property
-    def loss_function(self):  # causal_lm_loss, unless a loss was set on the model or config.loss_type names another
-        if hasattr(self, "_loss_function") or getattr(self, "loss_type", None) != "ForCausalLM":
-            return super().loss_function
-        return causal_lm_loss
+    def loss_function(self):  # transformers' rule; "ForCausalLM" computed block-wise (gptlite_kernels.loss_for)
+        if hasattr(self, "_loss_function"):
+            return self._loss_function
+        return LOSS_MAPPING.get(loss_for(self.loss_type)) or super().loss_function
 
     @loss_function.setter
     def loss_function(self, value):
@@ -360,17 +246,11 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
-    def _head(self, hidden):  # (B, T, H) -> (B, T, V); (N, H) -> (N, V) after a boolean logits_to_keep
-        head = self.lm_head
-        # A decoding step of a few sequences on CPU in fp32 (T == 1, 2-32 rows): MKL runs x @ W^T slowly for a [V, H]
-        # weight; W @ x^T (the same numbers, a transposed view) measured 1.3-5x faster at the 124M shape. Not in bf16,
-        # where x @ W^T is the fast one (AVX-512-BF16: 12.9 vs 17.0 ms at 8 rows x 50257). Only for a plain
-        # hook-free nn.Linear, so PEFT / accelerate hooks on the head still run through its forward.
-        if (not self.training and hidden.ndim == 3 and hidden.shape[1] == 1 and 2 <= hidden.shape[0] <= 32
-                and hidden.device.type == "cpu" and head.weight.dtype == torch.float32 and type(head) is nn.Linear
-                and not (head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook"))):
-            return (head.weight @ hidden[:, 0].T).T.unsqueeze(1)
-        return head(hidden)
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        # transformers picks the cache; its default DynamicCache gets GPTLite's growing layers (gptlite_kernels)
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        if model_kwargs.get("cache") is not None:
+            model_kwargs["cache"] = default_cache(self.config, model_kwargs["cache"])
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
@@ -392,7 +272,7 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
             inputs_embeds=inputs_embeds, use_cache=use_cache, return_dict=True, **kwargs,
         )
-        logits = self._head(slice_logits_to_keep(out.last_hidden_state, logits_to_keep))  # (B, T', padded vocab)
+        logits = self.lm_head(slice_logits_to_keep(out.last_hidden_state, logits_to_keep))  # (B, T', padded vocab)
         if logits.shape[-1] != self.config.vocab_size:  # pad_vocab_size_multiple: drop the padding rows' logits
             logits = logits[..., : self.config.vocab_size]  # a view; the loss reads it without a copy
         loss = None
@@ -402,7 +282,6 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states, attentions=out.attentions
         )
 
-    # ---- GPT-2 weights ---------------------------------------------------------------------------
     @classmethod
     def from_gpt2(cls, src, **kwargs) -> "GPTLiteForCausalLM":
         """Build from GPT-2 weights: a ``GPT2LMHeadModel``, a local folder or a Hub id
@@ -513,22 +392,8 @@ class GPTLiteForSequenceClassification(GPTLitePreTrainedModel):
             pooled = logits[torch.arange(B, device=logits.device), last]  # (B, num_labels)
 
         loss = None
-        if labels is not None:
-            labels = labels.to(pooled.device)
-            if self.config.problem_type is None:
-                if self.num_labels == 1:
-                    self.config.problem_type = "regression"
-                elif labels.dtype in (torch.long, torch.int):
-                    self.config.problem_type = "single_label_classification"
-                else:
-                    self.config.problem_type = "multi_label_classification"
-            if self.config.problem_type == "regression":
-                loss = F.mse_loss(pooled.squeeze(-1), labels.squeeze(-1).to(pooled.dtype)) if self.num_labels == 1 \
-                    else F.mse_loss(pooled, labels.to(pooled.dtype))
-            elif self.config.problem_type == "single_label_classification":
-                loss = F.cross_entropy(pooled.view(-1, self.num_labels), labels.view(-1))
-            else:
-                loss = F.binary_cross_entropy_with_logits(pooled, labels.to(pooled.dtype))
+        if labels is not None:  # transformers' ForSequenceClassificationLoss, by config.problem_type (set if None)
+            loss = self.loss_function(labels=labels, pooled_logits=pooled, config=self.config)
         return SequenceClassifierOutputWithPast(
             loss=loss, logits=pooled, cache=out.cache, hidden_states=out.hidden_states, attentions=out.attentions
         )

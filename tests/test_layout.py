@@ -24,15 +24,34 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("name", ["configuration_gptlite.py", "modeling_gptlite.py"])
-def test_the_shipped_modeling_pair_imports_only_torch_transformers_and_each_other(name):
-    """Every saved config.json names these two files in auto_map (trust_remote_code): they must keep their
-    place and names and import nothing of the package but each other."""
+SHIPPED = ("configuration_gptlite.py", "modeling_gptlite.py", "gptlite_kernels.py")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_modeling_files_import_only_torch_transformers_and_each_other(name):
+    """Every saved config.json names the modeling pair in auto_map (trust_remote_code) and save_pretrained copies
+    what they import relatively (the kernels file): they must keep their place and names and import nothing of the
+    package but each other."""
     assert (PACKAGE / name).is_file()
     for module in imported_modules(PACKAGE / name):
         top = module.split(".")[0]
-        assert (module in (".configuration_gptlite", ".modeling_gptlite") or top in ("torch", "transformers")
+        assert (module in tuple("." + n.removesuffix(".py") for n in SHIPPED) or top in ("torch", "transformers")
                 or top in STDLIB), f"{name} imports {module}"
+
+
+def test_the_model_file_is_the_model_alone():
+    """modeling_gptlite.py reads like the book: at most 420 lines, and no forward branches on the device type, the
+    dtype, the number of rows or tracing (the fast paths that do live in gptlite_kernels.py)."""
+    source = (PACKAGE / "modeling_gptlite.py").read_text()
+    assert len(source.splitlines()) <= 420
+    forwards = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == "forward"]
+    assert len(forwards) >= 6
+    for forward in forwards:
+        for node in ast.walk(forward):
+            if isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)):
+                test = ast.unparse(node.test)
+                for word in ("dtype", "device", "shape[0]", "numel", "is_compiling", "is_exporting", "data_ptr"):
+                    assert word not in test, f"a forward branches on {word!r}: {test}"
 
 
 def test_the_generic_loop_knows_no_task():

@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from hf_gptlite import GPTLiteConfig, GPTLiteForCausalLM, GPTLiteForSequenceClassification, GPTLiteModel
+from hf_gptlite.gptlite_kernels import GrowingCache
 
 GPT2_SHAPES = [
     dict(),  # tied, 2 layers, 64 wide
@@ -143,16 +144,16 @@ def test_cached_forward_equals_full_forward():
 
 
 def test_cache_grows_in_place_and_holds_what_concatenation_would():
-    """cache_update: a DynamicCache layer's keys/values are views of a buffer with room (no copy of the cached
-    positions per step); across a regrowth (> 256 positions), a crop and a reorder it holds what torch.cat would."""
-    from transformers import DynamicCache
+    """GrowingLayer (gptlite_kernels): a cache layer's keys/values are views of a buffer with room (no copy of the
+    cached positions per step); across a regrowth (> 256 positions), a crop and a reorder it holds what torch.cat
+    would."""
 
     torch.manual_seed(0)
     ours = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny", max_position_embeddings=400)).eval()
     x = torch.randint(3, 512, (2, 300))
     with torch.no_grad():
         full = ours(x, use_cache=True)
-        cache = DynamicCache(config=ours.config)
+        cache = GrowingCache(ours.config)
         logits = [ours(x[:, :5], cache=cache, use_cache=True).logits]
         layer = cache.layers[0]
         for t in range(5, 300):
@@ -176,33 +177,31 @@ def test_cache_grows_in_place_and_holds_what_concatenation_would():
 
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
 def test_bf16_decoding_on_cpu_follows_the_full_forward(static):
-    """A bf16 model on CPU: a DynamicCache keeps fp32 keys/values (the attention of a decoding step then runs in fp32,
-    cache_update), a StaticCache its bf16 ones (one_query_attention); either way the cached steps give the logits of
-    a full forward, to bf16 precision."""
-    from transformers import DynamicCache, StaticCache
+    """A bf16 model on CPU: a GrowingCache keeps fp32 keys/values (the attention of a decoding step then runs in
+    fp32), a StaticCache its bf16 ones (gptlite_sdpa: one_query_attention); either way the cached steps give the
+    logits of a full forward, to bf16 precision."""
+    from transformers import StaticCache
 
     torch.manual_seed(0)
     ours = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny")).eval().to(torch.bfloat16)
     x = torch.randint(3, 512, (2, 40))
     with torch.no_grad():
         full = ours(x).logits.float()
-        cache = StaticCache(config=ours.config, max_cache_len=40) if static else DynamicCache(config=ours.config)
+        cache = StaticCache(config=ours.config, max_cache_len=40) if static else GrowingCache(ours.config)
         steps = [ours(x[:, :8], cache=cache, use_cache=True).logits]
         steps += [ours(x[:, t:t + 1], cache=cache, use_cache=True).logits for t in range(8, 40)]
     assert cache.layers[0].keys.dtype == (torch.bfloat16 if static else torch.float32)
     torch.testing.assert_close(torch.cat(steps, 1).float(), full, atol=0.05, rtol=0.05)
     with torch.no_grad():
         ours.set_attn_implementation("eager")  # any attention function gets q, k, v in one dtype
-        eager = ours(x[:, :8], cache=DynamicCache(config=ours.config), use_cache=True).logits.float()
+        eager = ours(x[:, :8], cache=GrowingCache(ours.config), use_cache=True).logits.float()
     torch.testing.assert_close(eager, full[:, :8], atol=0.05, rtol=0.05)
 
 
 def test_the_cache_keeps_the_dtype_of_keys_that_need_gradients():
-    from transformers import DynamicCache
-
     ours = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny")).to(torch.bfloat16)
     x = torch.randint(3, 512, (2, 6))
-    out = ours(x, labels=x, cache=DynamicCache(config=ours.config), use_cache=True)
+    out = ours(x, labels=x, cache=GrowingCache(ours.config), use_cache=True)
     assert out.cache.layers[0].keys.dtype == torch.bfloat16
     out.loss.backward()
 
@@ -249,7 +248,7 @@ def test_blockwise_loss_equals_transformers_causal_lm_loss(dtype, vocab, padded)
     num_items_in_batch, labels shifted inside or given shifted; blocks of rows smaller than the batch."""
     from transformers.loss.loss_utils import ForCausalLMLoss
 
-    from hf_gptlite.modeling_gptlite import causal_lm_loss
+    from hf_gptlite.gptlite_kernels import causal_lm_loss
 
     torch.manual_seed(0)
     base = (torch.randn(3, 700, padded) * 4).to(dtype)
@@ -268,7 +267,7 @@ def test_blockwise_loss_equals_transformers_causal_lm_loss(dtype, vocab, padded)
 
 
 def test_the_model_uses_the_blockwise_loss_unless_another_is_set():
-    from hf_gptlite.modeling_gptlite import causal_lm_loss
+    from hf_gptlite.gptlite_kernels import causal_lm_loss
 
     model = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny"))
     assert model.loss_function is causal_lm_loss

@@ -9,8 +9,9 @@ Each class adds one idea to the previous one:
                             output projection. This is exactly what the model's ``GPTLiteAttention`` computes
                             (``from_model_attention`` copies its weights; a test checks the outputs agree).
 
-These classes are for reading and experimenting; the model itself uses ``modeling_gptlite.GPTLiteAttention``,
-which adds the KV cache and the fast kernels (SDPA, flash, flex) through ``transformers``.
+These classes are for reading and experimenting. Read on in ``modeling_gptlite.py``: ``eager_attention_forward`` is
+step 4's softmax(q k^T / sqrt(hd) + mask) v on already-split heads, and ``GPTLiteAttention`` is step 4 with one fused
+Q/K/V projection, the KV cache and the kernels transformers offers by name (sdpa, flash, flex).
 Shapes: B = batch, T = tokens, d_in / d_out = feature sizes.
 """
 

@@ -151,7 +151,8 @@ def test_push_with_real_client_then_load_without_hf_gptlite(run_dir, hub, tmp_pa
     assert summary["logits_equal_to_source"] and summary["model_class"].startswith("transformers_modules.")
     assert hub.requests == []
     expected = local_files(dry)
-    assert {"config.json", "configuration_gptlite.py", "modeling_gptlite.py", "model.safetensors.index.json",
+    assert {"config.json", "configuration_gptlite.py", "modeling_gptlite.py", "gptlite_kernels.py",
+            "model.safetensors.index.json",
             "tokenizer.json", "tokenizer_config.json", "generation_config.json", "metrics.json",
             "training_config.json", "loss_curve.png", "README.md"} <= set(expected)
     shards = sorted(n for n in expected if n.startswith("model-") and n.endswith(".safetensors"))
