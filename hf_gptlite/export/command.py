@@ -16,9 +16,14 @@ FORMATS = ("onnx", "openvino", "int8")
 class ExportConfig:
     model_dir: str = field(metadata={"help": "A GPTLite save_pretrained folder (weights + tokenizer)."})
     output_dir: str = field(metadata={"help": "The folder to write (absent or empty)."})
-    format: str = field(default="onnx", metadata={"help": "onnx / openvino: prefill + decode graphs through "
-                                                          "transformers' exporters; int8: torchao int8 weights.",
-                                                  "choices": list(FORMATS)})
+    format: str = field(
+        default="onnx",
+        metadata={
+            "help": "onnx / openvino: prefill + decode graphs through "
+            "transformers' exporters; int8: torchao int8 weights.",
+            "choices": list(FORMATS),
+        },
+    )
 
 
 def run_export(config: ExportConfig) -> Path:

@@ -57,7 +57,9 @@ def save_int8(model_dir: str | os.PathLike, output_dir: str | os.PathLike) -> Pa
 
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise OutputInTheWayError(f"output folder {str(output_dir)!r} exists and is not empty; pick a new one")
+        raise OutputInTheWayError(
+            f"output folder {str(output_dir)!r} exists and is not empty; pick a new one"
+        )
     model = load_int8(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model.save_pretrained(output_dir)

@@ -31,7 +31,9 @@ def _check_installed(fmt: str) -> None:
 
     missing = [p for p in RUNTIME_PACKAGES[fmt] if importlib.util.find_spec(p) is None]
     if missing:
-        raise MissingInputError(f"--format {fmt} needs {', '.join(missing)}: pip install 'hf_gptlite[export]'")
+        raise MissingInputError(
+            f"--format {fmt} needs {', '.join(missing)}: pip install 'hf_gptlite[export]'"
+        )
 
 
 @contextlib.contextmanager
@@ -53,12 +55,21 @@ def export_for_runtime(model, fmt: str = "onnx", sample_length: int = 8):
     _check_installed(fmt)
     from transformers.exporters import OnnxConfig, OnnxExporter, OpenVINOConfig, OpenVINOExporter
 
-    exporter, config = (OnnxExporter(), OnnxConfig(dynamic=True)) if fmt == "onnx" else (
-        OpenVINOExporter(), OpenVINOConfig(dynamic=True))
+    # OpenVINO: stateful=False keeps the cache as inputs/outputs; the stateful decode graph (cache in OpenVINO
+    # variables, the default) cannot be driven by transformers' runner: it returns the logits alone (StopIteration)
+    exporter, config = (
+        (OnnxExporter(), OnnxConfig(dynamic=True))
+        if fmt == "onnx"
+        else (OpenVINOExporter(), OpenVINOConfig(dynamic=True, stateful=False))
+    )
     # batch 2: a batch of 1 would be specialized to 1 by torch.export
-    ids = torch.randint(3, model.config.vocab_size, (2, sample_length), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        3, model.config.vocab_size, (2, sample_length), generator=torch.Generator().manual_seed(0)
+    )
     with _plain_cache(), torch.no_grad():
-        return exporter.export_for_generation(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, config)
+        return exporter.export_for_generation(
+            model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, config
+        )
 
 
 def save_for_runtime(model, output_dir: str | os.PathLike, fmt: str = "onnx") -> Path:
@@ -66,7 +77,9 @@ def save_for_runtime(model, output_dir: str | os.PathLike, fmt: str = "onnx") ->
     files copied when ``model`` came from a folder that has them. Returns ``output_dir``."""
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise OutputInTheWayError(f"output folder {str(output_dir)!r} exists and is not empty; pick a new one")
+        raise OutputInTheWayError(
+            f"output folder {str(output_dir)!r} exists and is not empty; pick a new one"
+        )
     exported = export_for_runtime(model, fmt)
     exported.save_pretrained(output_dir)
     return output_dir

@@ -8,11 +8,20 @@ import torch
 from export_helpers import novels_head, novels_tokenizer_fixture, tiny_dir_fixture  # noqa: F401
 
 RUNTIMES = {
-    "onnx": pytest.param("onnx", marks=pytest.mark.skipif(
-        not all(importlib.util.find_spec(p) for p in ("onnxruntime", "onnx", "onnxscript")),
-        reason="onnxruntime / onnx / onnxscript not installed (pip install 'hf_gptlite[export]')")),
-    "openvino": pytest.param("openvino", marks=[pytest.mark.slow, pytest.mark.skipif(
-        importlib.util.find_spec("openvino") is None, reason="openvino not installed")]),
+    "onnx": pytest.param(
+        "onnx",
+        marks=pytest.mark.skipif(
+            not all(importlib.util.find_spec(p) for p in ("onnxruntime", "onnx", "onnxscript")),
+            reason="onnxruntime / onnx / onnxscript not installed (pip install 'hf_gptlite[export]')",
+        ),
+    ),
+    "openvino": pytest.param(
+        "openvino",
+        marks=[
+            pytest.mark.slow,
+            pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed"),
+        ],
+    ),
 }
 
 
@@ -22,7 +31,12 @@ def exported(request, tiny_dir, tmp_path_factory):
     from hf_gptlite import cli
 
     out = tmp_path_factory.mktemp("exported") / request.param
-    assert cli.main(["export", "--format", request.param, "--model_dir", str(tiny_dir), "--output_dir", str(out)]) == 0
+    assert (
+        cli.main(
+            ["export", "--format", request.param, "--model_dir", str(tiny_dir), "--output_dir", str(out)]
+        )
+        == 0
+    )
     return request.param, out
 
 
@@ -49,15 +63,27 @@ def test_runtime_logits_and_greedy_tokens_are_ours(exported, tiny_dir):
     for prompt in prompts:
         ids = tok(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
-            want = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
-                                  min_new_tokens=24)
+            want = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=24,
+                do_sample=False,
+                min_new_tokens=24,
+            )
         got = greedy_generate(runtime, ids, 24)
         assert got.tolist() == want.tolist(), prompt
-        assert len(set(got[0, ids.shape[1]:].tolist())) > 3  # a continuation that varies, not one repeated token
+        assert (
+            len(set(got[0, ids.shape[1] :].tolist())) > 3
+        )  # a continuation that varies, not one repeated token
     batch = torch.stack([tok(p, return_tensors="pt").input_ids[0, :12] for p in prompts])
     with torch.no_grad():
-        want = model.generate(batch, attention_mask=torch.ones_like(batch), max_new_tokens=16, do_sample=False,
-                              min_new_tokens=16)
+        want = model.generate(
+            batch,
+            attention_mask=torch.ones_like(batch),
+            max_new_tokens=16,
+            do_sample=False,
+            min_new_tokens=16,
+        )
     assert greedy_generate(runtime, batch, 16).tolist() == want.tolist()
 
 
@@ -68,5 +94,6 @@ def test_export_refuses_a_non_empty_output_folder(tiny_dir, tmp_path, capsys):
     args = ["export", "--format", "onnx", "--model_dir", str(tiny_dir), "--output_dir", str(tmp_path)]
     assert cli.main(args) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: output folder {str(tmp_path)!r} exists and is not empty; pick a new one"]
+        f"error: output folder {str(tmp_path)!r} exists and is not empty; pick a new one"
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
