@@ -204,6 +204,13 @@ def _check_model(model) -> None:
         )
 
 
+def _check_outfile(outfile: Path, overwrite: bool) -> None:
+    if outfile.is_dir():
+        raise NotAFileError(f"outfile {str(outfile)!r} is a folder; pass a file name ending in .gguf")
+    if outfile.exists() and not overwrite:
+        raise OutputInTheWayError(f"outfile {str(outfile)!r} exists; remove it or pass --overwrite true")
+
+
 def export_gguf(
     model, tokenizer, outfile: str | os.PathLike, dtype: str = "f32", overwrite: bool = False
 ) -> Path:
@@ -213,10 +220,7 @@ def export_gguf(
     outfile = Path(outfile)
     if dtype not in GGUF_DTYPES:
         raise InputValueError(f"dtype {dtype!r} is not one of {GGUF_DTYPES}")
-    if outfile.is_dir():
-        raise OutputInTheWayError(f"outfile {str(outfile)!r} is a folder; pass a file name ending in .gguf")
-    if outfile.exists() and not overwrite:
-        raise OutputInTheWayError(f"outfile {str(outfile)!r} exists; remove it or pass --overwrite true")
+    _check_outfile(outfile, overwrite)
     _check_model(model)
     c = model.config
     meta = tokenizer_metadata(tokenizer, c.vocab_size)  # checks the tokenizer before anything is written
@@ -287,10 +291,7 @@ def run_export_gguf(config: GGUFExportConfig) -> Path:
     """``python -m hf_gptlite export_gguf``: check, load, write, print what was written."""
     from ..loading import check_model_dir
 
-    if Path(config.outfile).exists() and not config.overwrite:
-        raise OutputInTheWayError(f"outfile {config.outfile!r} exists; remove it or pass --overwrite true")
-    if Path(config.outfile).is_dir():
-        raise NotAFileError(f"outfile {config.outfile!r} is a folder; pass a file name ending in .gguf")
+    _check_outfile(Path(config.outfile), config.overwrite)
     model, tokenizer = load_for_export(
         check_model_dir(config.model_dir, hint="pass a save_pretrained folder")
     )
