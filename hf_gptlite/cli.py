@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "hf_gptlite.instruct.evaluate:run_evaluate_instruct"),
     "chat": ("hf_gptlite.instruct.chat:ChatConfig", "hf_gptlite.instruct.chat:run_chat"),
     "push_to_hub": ("hf_gptlite.hub.push:PushConfig", "hf_gptlite.hub.push:run_push"),
+    "export_gguf": ("hf_gptlite.export.gguf:GGUFExportConfig", "hf_gptlite.export.gguf:run_export_gguf"),
+    "export": ("hf_gptlite.export.command:ExportConfig", "hf_gptlite.export.command:run_export"),
 }
 DEBUG_ENV = "GPTLITE_DEBUG"
 
