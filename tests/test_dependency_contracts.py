@@ -139,7 +139,8 @@ def test_pyproject_lower_bounds_are_the_tested_lowest_versions():
         m = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line)
         if m:
             pinned[m[1].lower().replace("_", "-")] = m[2]
-    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
     bounds = {}
     for dep in deps:
         req = Requirement(dep)
