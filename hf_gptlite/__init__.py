@@ -1,5 +1,17 @@
 """hf_gptlite: a GPT-2-style model written from scratch, registered with transformers' Auto classes."""
 
+import logging
+
+import torch
+
+if not torch.cuda.is_available():
+    # transformers imports torchao (the int8 export's backend) whenever it is installed; on a CPU build of torch its
+    # import logs a warning per CUDA-only kernel library it cannot load, and torch a deprecation per enum torchao
+    # registers, on every command. Those lines say nothing about a CPU run: drop them, keep every other warning.
+    logging.getLogger("torchao").addFilter(lambda r: not r.getMessage().startswith("Failed to load"))
+    logging.getLogger("torch.utils._pytree").addFilter(
+        lambda r: "is an Enum subclass and is now natively supported" not in r.getMessage())
+
 from transformers import (
     AutoConfig,
     AutoModel,
