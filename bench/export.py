@@ -107,15 +107,14 @@ class LlamaRunner:
             verbose=False,
         )
 
-    def generate(self, ids, n):
-        import numpy as np
-
-        self.llm.reset()
-        self.llm.eval(ids)
+    def generate(self, ids, n):  # llama.cpp's sampler at temperature 0: greedy
         out = []
-        for _ in range(n):
-            out.append(int(np.argmax(self.llm.scores[self.llm.n_tokens - 1])))
-            self.llm.eval([out[-1]])
+        for token in self.llm.generate(
+            ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True
+        ):
+            out.append(token)
+            if len(out) == n:
+                return out
         return out
 
 

@@ -1,7 +1,7 @@
 """int8 weights on CPU through transformers' own ``quantization_config`` (torchao ``Int8WeightOnlyConfig`` in a
 ``TorchAoConfig``): every ``nn.Linear`` of the blocks becomes a torchao ``Int8Tensor`` (one int8 per weight and one
-scale per output row); the head, tied to the token embedding, stays fp32 (transformers does not quantize tied
-weights). ``save_pretrained`` writes the int8 tensors to model.safetensors with torchao's metadata and
+scale per output row); the output head stays fp32 (transformers' torchao integration leaves the output
+embedding as it is, tied or not). ``save_pretrained`` writes the int8 tensors to model.safetensors with torchao's metadata and
 ``from_pretrained`` reads them back as they were: no re-quantization, the same logits.
 
 Speed, measured (docs/export.md, bench/export.py): torchao's weight-only kernel on CPU converts the int8 weight to
