@@ -175,7 +175,7 @@ class TrainingConfig:
                              "an evaluation of no batches has no loss")
 
 
-# ---- hardware ------------------------------------------------------------------------------------
+# ---- data ----------------------------------------------------------------------------------------
 def _prepare_train_dataloader(acc: Accelerator, loader):
     """``acc.prepare(loader)``; but a dataset that each process already reads its own part of (``split_by_process``:
     a stream split by node) is neither sharded again nor dispatched from process 0: its batches are only placed on
@@ -188,6 +188,7 @@ def _prepare_train_dataloader(acc: Accelerator, loader):
                                dispatch_batches=False, rng_types=None)
 
 
+# ---- hardware ------------------------------------------------------------------------------------
 def resolve_mixed_precision(requested: str = "auto") -> str:
     """``auto`` -> ``bf16`` only where bf16 math is fast: a CUDA GPU with bf16, or a CPU with AMX /
     AVX512-BF16 (on AVX2-only CPUs bf16 is emulated, tens of times slower than fp32); ``fp16`` on older
