@@ -7,6 +7,14 @@ import pytest
 import torch
 from export_helpers import novels_head, novels_tokenizer_fixture, tiny_dir_fixture  # noqa: F401
 
+
+def _generate(model, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """PyTorch's greedy continuation of exactly ``n`` tokens (no early end-of-text)."""
+    with torch.no_grad():
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                              min_new_tokens=n)
+
+
 RUNTIMES = {
     "onnx": pytest.param(
         "onnx",
@@ -62,29 +70,14 @@ def test_runtime_logits_and_greedy_tokens_are_ours(exported, tiny_dir):
     prompts = [text[:80] for text in novels_head(200)[:3]]
     for prompt in prompts:
         ids = tok(prompt, return_tensors="pt").input_ids
-        with torch.no_grad():
-            want = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=24,
-                do_sample=False,
-                min_new_tokens=24,
-            )
+        want = _generate(model, ids, 24)
         got = greedy_generate(runtime, ids, 24)
         assert got.tolist() == want.tolist(), prompt
         assert (
             len(set(got[0, ids.shape[1] :].tolist())) > 3
         )  # a continuation that varies, not one repeated token
     batch = torch.stack([tok(p, return_tensors="pt").input_ids[0, :12] for p in prompts])
-    with torch.no_grad():
-        want = model.generate(
-            batch,
-            attention_mask=torch.ones_like(batch),
-            max_new_tokens=16,
-            do_sample=False,
-            min_new_tokens=16,
-        )
-    assert greedy_generate(runtime, batch, 16).tolist() == want.tolist()
+    assert greedy_generate(runtime, batch, 16).tolist() == _generate(model, batch, 16).tolist()
 
 
 def test_export_refuses_a_non_empty_output_folder(tiny_dir, tmp_path, capsys):
