@@ -46,19 +46,25 @@ def default_cache_dir() -> Path:
 
 
 # ---- encoding ------------------------------------------------------------------------------------
+class _Encoder:
+    """A picklable ``token_encoder`` (DataLoader workers started with ``spawn`` receive it)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, texts):
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None or not hasattr(backend, "encode_batch_fast"):
+            return self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        # "[EOS]" typed in a document stays text
+        backend.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+
 def token_encoder(tokenizer):
     """texts -> lists of ids, without special tokens, as ``tokenizer(texts, add_special_tokens=False)`` gives them;
     through the ``tokenizers`` backend's ``encode_batch_fast`` (all cores) when there is one."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or not hasattr(backend, "encode_batch_fast"):
-        return lambda texts: tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-    split_special = bool(getattr(tokenizer, "split_special_tokens", False))
-
-    def encode(texts):
-        backend.encode_special_tokens = split_special  # "[EOS]" typed in a document stays text
-        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-
-    return encode
+    return _Encoder(tokenizer)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -273,11 +273,14 @@ def check_block_size(block_size: int, max_position_embeddings: int) -> None:
 def lm_dataloaders(data: LMData, batch_size: int, eval_batch_size: int | None = None, seed: int = 42,
                    num_workers: int = 0):
     """DataLoaders over blocks: shuffled train batches (full batches only), in-order eval batches. A streamed
-    training set is tokenized in ``num_workers`` worker processes."""
+    training set is tokenized in ``num_workers`` worker processes, started with ``spawn``: a forked worker inherits
+    the parent's thread pools (tokenizers, ONNX Runtime, OpenVINO...) mid-use, and that crashes."""
     streamed = isinstance(data.train, torch.utils.data.IterableDataset)
+    workers = num_workers if streamed else 0
     train = DataLoader(data.train, batch_size=batch_size, shuffle=not streamed, drop_last=True,
                        generator=None if streamed else torch.Generator().manual_seed(seed),
-                       num_workers=num_workers if streamed else 0, persistent_workers=False)
+                       num_workers=workers, persistent_workers=False,
+                       multiprocessing_context="spawn" if workers else None)
     val = None
     if data.validation is not None:
         val = DataLoader(data.validation, batch_size=eval_batch_size or batch_size, shuffle=False)
