@@ -168,3 +168,11 @@ def wait_for_health(port: int, proc, timeout_s: float, log_path=None) -> None:
                 log = Path(log_path).read_text() if log_path else ""
                 raise RuntimeError(f"the server on port {port} did not start:\n{log}") from None
             time.sleep(0.5)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """tests/export loads native runtimes into the test process (llama.cpp, ONNX Runtime, OpenVINO, torchao). With
+    them loaded, a later test that streams pretraining data through DataLoader workers crashed the whole process
+    (segfault in native code, tests/pretrain/test_streaming.py after tests/export; each passes alone). They run last,
+    so no other test shares a process with them. Order within each group is unchanged."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/export/"))
