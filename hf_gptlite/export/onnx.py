@@ -38,11 +38,12 @@ def _check_installed(fmt: str) -> None:
 
 @contextlib.contextmanager
 def _plain_cache():
-    """The growing-cache fast path off (a plain DynamicCache is captured), the others as they were."""
+    """Every fast path off while exporting: the graph is the plain model (a plain DynamicCache is captured, and no
+    state a fast path kept from earlier eager calls, such as the output layer's tuned layout, becomes a constant)."""
     from .. import gptlite_kernels as k
 
     before = {name for name in k.FAST_PATHS if k.enabled(name)}
-    k.set_fast_paths(",".join(sorted(before - {"cache"})) or "none")
+    k.set_fast_paths("none")
     try:
         yield
     finally:
