@@ -37,7 +37,7 @@ def _check_installed(fmt: str) -> None:
 
 
 @contextlib.contextmanager
-def _plain_cache():
+def _fast_paths_off():
     """Every fast path off while exporting: the graph is the plain model (a plain DynamicCache is captured, and no
     state a fast path kept from earlier eager calls, such as the output layer's tuned layout, becomes a constant)."""
     from .. import gptlite_kernels as k
@@ -67,7 +67,7 @@ def export_for_runtime(model, fmt: str = "onnx", sample_length: int = 8):
     ids = torch.randint(
         3, model.config.vocab_size, (2, sample_length), generator=torch.Generator().manual_seed(0)
     )
-    with _plain_cache(), torch.no_grad():
+    with _fast_paths_off(), torch.no_grad():
         return exporter.export_for_generation(
             model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, config
         )
