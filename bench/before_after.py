@@ -3,9 +3,11 @@ repetition, paired ratios (old time ÷ new time; > 1: this tree is faster), and 
 
     python bench/before_after.py --old 861d07b            # the package at that commit, imported as hf_gptlite_old
     python bench/before_after.py --old 861d07b --reps 3 --shape cpu-small
+    python bench/before_after.py --old 861d07b --dtype bf16   # precision forced (both sides alike)
 
 Training: forward + backward of the loss (4 x 256 tokens). Generation: greedy generate() of 64 new tokens, batch 1
-and 8. The dtype is what `--dtype auto` picks elsewhere (bf16 only with native bf16 math), 1 thread.
+and 8. `--dtype auto` (the default) picks bf16 only with native bf16 math, as elsewhere; `fp32` / `bf16` force it
+(training under bf16 autocast, generation with bf16 weights). 1 thread.
 """
 
 from __future__ import annotations
@@ -53,20 +55,23 @@ def main():
     p.add_argument("--old", required=True, help="a git revision of this repository")
     p.add_argument("--shape", default="small", help="a shape of bench/common.py SHAPES")
     p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto")
     args = p.parse_args()
     torch.set_num_threads(1)
     import hf_gptlite
 
     with tempfile.TemporaryDirectory() as tmp:
         old_pkg = import_old(args.old, Path(tmp))
-        dtype = torch.bfloat16 if has_native_bf16(torch.device("cpu")) else torch.float32
+        native = has_native_bf16(torch.device("cpu"))
+        dtype = torch.bfloat16 if args.dtype == "bf16" or (args.dtype == "auto" and native) else torch.float32
         shape = dict(SHAPES[args.shape], hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         torch.manual_seed(0)
         new = hf_gptlite.GPTLiteForCausalLM(hf_gptlite.GPTLiteConfig(**shape))
         old = old_pkg.GPTLiteForCausalLM(old_pkg.GPTLiteConfig(**shape))
         old.load_state_dict(new.state_dict())
         print(cpu_line())
-        print(f"old {args.old} vs this tree, shape {args.shape}, {dtype}, 1 thread, {args.reps} repetitions")
+        print(f"old {args.old} vs this tree, shape {args.shape}, {dtype} (--dtype {args.dtype}; native bf16 math: {native}), "
+              f"1 thread, {args.reps} repetitions")
         x = torch.randint(3, shape["vocab_size"], (4, 256))
 
         def train_pair():
