@@ -238,6 +238,16 @@ class OutputLayer(nn.Linear):
     the row count (124M head, 50257 x 768: 1.3-5x faster transposed at 2-32 rows on an AMD EPYC; on an Intel Xeon
     1.9x slower at 2 rows, 1.6x faster at 8): the two are timed once per shape on first use and the faster kept."""
 
+    @classmethod
+    def adopt(cls, linear, training: bool):
+        """A plain ``nn.Linear`` (resize_token_embeddings builds one for an untied head) made an OutputLayer, in
+        ``training`` mode; anything else as it is. OutputLayer adds no state, so the module itself changes class (as
+        ``torch.nn.utils.parametrize`` does): its parameters, hooks and transformers' init flag stay."""
+        if type(linear) is nn.Linear:
+            linear.__class__ = cls
+            linear.train(training)
+        return linear
+
     def forward(self, x):  # (B, T, H) -> (B, T, V)
         if (enabled("head") and x.ndim == 3 and x.shape[1] == 1 and 2 <= x.shape[0] <= 32 and self.bias is None
                 and not self.training and x.device.type == "cpu" and self.weight.dtype == torch.float32

@@ -243,8 +243,8 @@ class GPTLiteForCausalLM(GPTLitePreTrainedModel, GenerationMixin):
     def loss_function(self, value):
         self._loss_function = value
 
-    def set_output_embeddings(self, value):
-        self.lm_head = value
+    def set_output_embeddings(self, value):  # resize_token_embeddings passes a plain nn.Linear: kept an OutputLayer
+        self.lm_head = OutputLayer.adopt(value, self.training)
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         # transformers picks the cache; its default DynamicCache gets GPTLite's growing layers (gptlite_kernels)

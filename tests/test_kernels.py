@@ -60,3 +60,43 @@ def test_fast_paths_on_and_off_generate_the_same_tokens(restore_paths):
         with torch.no_grad():
             runs[paths] = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=20, do_sample=False)
     assert torch.equal(runs["all"], runs["none"])
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("new_vocab, pad_multiple", [(400, None), (200, None), (400, 64)])
+def test_resize_token_embeddings_keeps_the_output_layer(tie, new_vocab, pad_multiple, tmp_path, monkeypatch,
+                                                        restore_paths):
+    """transformers' resize builds a plain nn.Linear head (untied weights); set_output_embeddings keeps it an
+    OutputLayer: the same logits, tied iff configured, an exact save/load round trip, the head fast path still taken."""
+    torch.manual_seed(0)
+    config = GPTLiteConfig.from_preset("tiny", vocab_size=320, tie_word_embeddings=tie,
+                                       pad_vocab_size_multiple=pad_multiple)
+    model = GPTLiteForCausalLM(config).eval()
+    model.resize_token_embeddings(new_vocab, mean_resizing=False)
+    head, wte = model.lm_head, model.transformer.wte
+    assert type(head) is k.OutputLayer and not head.training
+    assert head.weight.shape == wte.weight.shape == (model.config.padded_vocab_size, 64)
+    assert model.config.vocab_size == new_vocab and head.out_features == model.config.padded_vocab_size
+    assert (head.weight is wte.weight) == tie
+
+    x = torch.randint(3, new_vocab, (4, 6))
+    with torch.no_grad():
+        out = model(x, output_hidden_states=True)
+    want = F.linear(out.hidden_states[-1], head.weight)[..., :new_vocab]
+    torch.testing.assert_close(out.logits, want, atol=1e-6, rtol=1e-6)
+
+    model.save_pretrained(tmp_path)
+    loaded = GPTLiteForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(loaded.lm_head) is k.OutputLayer and (loaded.lm_head.weight is loaded.transformer.wte.weight) == tie
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(v, model.state_dict()[n]) for n, v in loaded.state_dict().items())
+
+    taken = []  # the head's layout choice is made (so its fast path runs) on each few-row decoding step
+    monkeypatch.setattr(k, "_transposed_is_faster", lambda weight, x: taken.append(x.shape[0]) or True)
+    runs = {}
+    for paths in ("all", "none"):
+        k.set_fast_paths(paths)
+        with torch.no_grad():
+            runs[paths] = loaded.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=8, do_sample=False,
+                                          pad_token_id=2)
+    assert torch.equal(runs["all"], runs["none"]) and taken and set(taken) == {4}
