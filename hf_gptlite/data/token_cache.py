@@ -11,10 +11,15 @@ them and a new cache is built. The local main process builds it: text read in bo
 encoded by ``tokenizers``' ``encode_batch_fast`` on every core, written into a temporary folder that is renamed into
 place when complete (atomic). Other processes wait for the folder, then map it. Every process checks the sizes and
 CRCs before it reads a cache: a half-written or corrupt one is never read (the main process rebuilds it).
+
+    CACHE_DIR/tokenizers/<key>/     a tokenizer trained on a corpus (``open_tokenizer_cache``): its
+                                    ``save_pretrained`` files and meta.json (their SHA-256), keyed by the corpus's
+                                    fingerprint and every training setting, written and checked the same way
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -151,9 +156,58 @@ class TokenCache:
         return np.memmap(self.folder / f"{split}.bin", dtype=self.meta["dtype"], mode="r", shape=(n,))
 
 
-def cache_key(corpus: TextCorpus, tokenizer) -> str:
-    material = {"version": FORMAT_VERSION, "corpus": corpus.fingerprint, "tokenizer": tokenizer_fingerprint(tokenizer)}
+def folder_key(material) -> str:
+    """A cache folder's name: a short hash of ``material`` (anything JSON can write)."""
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_key(corpus: TextCorpus, tokenizer) -> str:
+    return folder_key({"version": FORMAT_VERSION, "corpus": corpus.fingerprint,
+                       "tokenizer": tokenizer_fingerprint(tokenizer)})
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: Path):
+    """A temporary folder beside ``folder`` to write into, renamed to ``folder`` when the block completes (atomic: it
+    appears complete or not at all; when another process renamed its own first, this one is dropped); removed when
+    the block raises."""
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process built the same cache meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def open_cache_folder(folder: Path, check, build, builder: bool, log, what: str, poll_s: float = 0.5) -> bool:
+    """Return once ``folder`` holds an intact cache (``check(folder)`` is None: why not, otherwise). A ``builder``
+    moves a damaged one aside and calls ``build(folder)`` (which writes it atomically); other processes wait for it.
+    True when it was built here."""
+    waited, built = time.monotonic(), False
+    while True:
+        if folder.exists():
+            problem = check(folder)
+            if problem is None:
+                return built
+            if builder:
+                log(f"{what}: {folder} is damaged ({problem}): rebuilding it")
+                aside = folder.with_name(f"{folder.name}.damaged-{uuid.uuid4().hex[:8]}")
+                folder.rename(aside)
+                shutil.rmtree(aside, ignore_errors=True)
+        if builder:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            build(folder)
+            built = True
+            continue  # checked like any other cache before it is read
+        if time.monotonic() - waited > 60:
+            log(f"{what}: waiting for the main process to build {folder} ...")
+            waited = time.monotonic()
+        time.sleep(poll_s)
 
 
 def _crc32(path: Path) -> int:
@@ -186,8 +240,6 @@ def _build(corpus: TextCorpus, tokenizer, folder: Path, log) -> None:
     """Tokenize ``corpus`` into a temporary folder, then rename it to ``folder``."""
     from tqdm.auto import tqdm
 
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
     dtype = token_dtype(tokenizer)
     encode = token_encoder(tokenizer)
     _check_chunking(corpus, encode)
@@ -195,36 +247,28 @@ def _build(corpus: TextCorpus, tokenizer, folder: Path, log) -> None:
             "tokenizer": tokenizer_fingerprint(tokenizer), "eos_token_id": tokenizer.eos_token_id}
     total = corpus.num_bytes
     start = time.perf_counter()
-    try:
-        with tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing", mininterval=2,
-                  disable=None, file=sys.stderr) as progress:
-            for split, part in zip(SPLITS, (corpus.train, corpus.validation), strict=True):
-                with open(tmp / f"{split}.bin", "wb") as f:
-                    crc = 0
+    with atomic_folder(folder) as tmp, tqdm(total=total, unit="B", unit_scale=True, desc="tokenizing",
+                                            mininterval=2, disable=None, file=sys.stderr) as progress:
+        for split, part in zip(SPLITS, (corpus.train, corpus.validation), strict=True):
+            with open(tmp / f"{split}.bin", "wb") as f:
+                crc = 0
 
-                    def write(ids, f=f):
-                        nonlocal crc
-                        data = ids.tobytes()
-                        crc = zlib.crc32(data, crc)
-                        f.write(data)
+                def write(ids, f=f):
+                    nonlocal crc
+                    data = ids.tobytes()
+                    crc = zlib.crc32(data, crc)
+                    f.write(data)
 
-                    counts = {"tokens": 0, "documents": 0, "characters": 0}
-                    if part is not None:
-                        counts = encode_documents(iter_documents(part), encode, tokenizer.eos_token_id, dtype, write,
-                                                  progress)
-                    f.flush()
-                    os.fsync(f.fileno())
-                meta[split] = {**counts, "crc32": crc}
+                counts = {"tokens": 0, "documents": 0, "characters": 0}
+                if part is not None:
+                    counts = encode_documents(iter_documents(part), encode, tokenizer.eos_token_id, dtype, write,
+                                              progress)
+                f.flush()
+                os.fsync(f.fileno())
+            meta[split] = {**counts, "crc32": crc}
         seconds = time.perf_counter() - start
         meta.update(seconds=round(seconds, 3), bytes=total)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            tmp.rename(folder)  # atomic: the cache appears complete or not at all
-        except OSError:  # another process built the same cache meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     tokens = meta["train"]["tokens"] + meta["validation"]["tokens"]
     log(f"token cache: {tokens:,} tokens from {total / 1e6:.1f} MB of text in {seconds:.1f} s "
         f"({total / 1e6 / max(seconds, 1e-9):.1f} MB/s) -> {folder}")
@@ -249,30 +293,64 @@ def open_token_cache(corpus: TextCorpus, tokenizer, cache_dir=None, builder: boo
     built when it does not (or is corrupt) and ``builder`` is set (the local main process); otherwise waited for."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = cache_dir / cache_key(corpus, tokenizer)
-    waited, built = time.monotonic(), False
-    while True:
-        if folder.exists():
-            problem = check_cache(folder)
-            if problem is None:
-                meta = json.loads((folder / "meta.json").read_text())
-                if builder and not built:
-                    log(f"token cache: reusing {folder} ({meta['train']['tokens']:,} training tokens)")
-                return TokenCache(folder, meta)
-            if builder:
-                log(f"token cache: {folder} is damaged ({problem}): rebuilding it")
-                aside = folder.with_name(f"{folder.name}.damaged-{uuid.uuid4().hex[:8]}")
-                folder.rename(aside)
-                shutil.rmtree(aside, ignore_errors=True)
-        if builder:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            _build(corpus, tokenizer, folder, log)
-            built = True
-            continue  # checked like any other cache before it is read
-        if time.monotonic() - waited > 60:
-            log(f"token cache: waiting for the main process to build {folder} ...")
-            waited = time.monotonic()
-        time.sleep(poll_s)
+    built = open_cache_folder(folder, check_cache, lambda f: _build(corpus, tokenizer, f, log), builder, log,
+                              "token cache", poll_s)
+    meta = json.loads((folder / "meta.json").read_text())
+    if builder and not built:
+        log(f"token cache: reusing {folder} ({meta['train']['tokens']:,} training tokens)")
+    return TokenCache(folder, meta)
 
 
-__all__ = ["TokenCache", "cache_key", "check_cache", "default_cache_dir", "encode_documents", "encode_in_memory",
-           "open_token_cache", "token_dtype", "token_encoder", "tokenizer_fingerprint"]
+# ---- a tokenizer trained on a corpus, cached beside its tokens ----------------------------------------
+TOKENIZER_FORMAT_VERSION = 1
+TOKENIZERS_DIR = "tokenizers"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_tokenizer_cache(folder: Path) -> str | None:
+    """Why the tokenizer in ``folder`` cannot be loaded (None: every file is there and matches meta.json)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != TOKENIZER_FORMAT_VERSION:
+            return f"format version {meta.get('version')} (this code reads {TOKENIZER_FORMAT_VERSION})"
+        for name, digest in meta["files"].items():
+            if _sha256(folder / name) != digest:
+                return f"{name} does not match its SHA-256"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def open_tokenizer_cache(corpus: TextCorpus, settings: dict, train, cache_dir=None, builder: bool = True, log=print,
+                         poll_s: float = 0.5):
+    """The tokenizer ``train()`` trains on ``corpus`` with ``settings`` (every setting that changes it), cached in
+    ``cache_dir/tokenizers/<key>`` (the key: the corpus's fingerprint, ``settings`` and the format version): loaded
+    when it is there, trained once and written atomically when it is not and ``builder`` is set, else waited for. A
+    reused tokenizer reads no text. Returns it loaded from the cache, the same object on the first and later runs."""
+    from transformers import AutoTokenizer
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    material = {"version": TOKENIZER_FORMAT_VERSION, "corpus": corpus.fingerprint, "settings": settings}
+    folder = cache_dir / TOKENIZERS_DIR / folder_key(material)
+
+    def build(folder: Path) -> None:
+        start = time.perf_counter()
+        tokenizer = train()
+        with atomic_folder(folder) as tmp:
+            tokenizer.save_pretrained(tmp)
+            files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            seconds = round(time.perf_counter() - start, 3)
+            (tmp / "meta.json").write_text(json.dumps({**material, "files": files, "seconds": seconds}, indent=1))
+        log(f"tokenizer: trained in {seconds:.1f} s -> {folder}")
+
+    if not open_cache_folder(folder, check_tokenizer_cache, build, builder, log, "tokenizer", poll_s) and builder:
+        log(f"tokenizer: reusing {folder}")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+__all__ = ["TokenCache", "atomic_folder", "cache_key", "check_cache", "check_tokenizer_cache", "default_cache_dir",
+           "encode_documents", "encode_in_memory", "folder_key", "open_cache_folder", "open_token_cache",
+           "open_tokenizer_cache", "token_dtype", "token_encoder", "tokenizer_fingerprint"]

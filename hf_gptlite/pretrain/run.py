@@ -36,12 +36,14 @@ from .metrics import lm_metrics
 DEMO_PROMPT = "A casa ficava no alto da rua, e"
 
 
-def _load_or_train_tokenizer(cfg: PretrainConfig, texts):
+def _load_or_train_tokenizer(cfg: PretrainConfig, texts, corpus=None):
     """(tokenizer, trained here and not saved yet): ``tokenizer_name_or_path`` when given, the run's own when
-    resuming, a byte-level BPE trained on ``texts`` on the main process, or (other processes) the one the main
-    process saved to ``output_dir/tokenizer``."""
+    resuming, a byte-level BPE trained on ``texts`` on the main process (cached beside the token cache when the
+    ``corpus`` is known: a later run over the same corpus with the same settings reuses it, reading no text), or
+    (other processes) the one the main process saved to ``output_dir/tokenizer``."""
     from transformers import AutoTokenizer
 
+    from ..data.token_cache import open_tokenizer_cache
     from ..tokenization import train_bpe_tokenizer
 
     if cfg.tokenizer_name_or_path:
@@ -56,22 +58,34 @@ def _load_or_train_tokenizer(cfg: PretrainConfig, texts):
         return AutoTokenizer.from_pretrained(folder), False  # a resumed run keeps its tokenizer
     if not distributed_state().is_main_process:
         return AutoTokenizer.from_pretrained(folder), False
-    if not texts:
-        raise InputValueError("no training text to train a tokenizer on")
-    print(f"training a {cfg.vocab_size}-token byte-level BPE tokenizer on the training text ...", flush=True)
-    tokenizer = train_bpe_tokenizer(texts, vocab_size=cfg.vocab_size, min_frequency=cfg.tokenizer_min_frequency,
-                                    show_progress=False)
-    return tokenizer, True
+
+    def trained():
+        if not texts:
+            raise InputValueError("no training text to train a tokenizer on")
+        print(f"training a {cfg.vocab_size}-token byte-level BPE tokenizer on the training text ...", flush=True)
+        return train_bpe_tokenizer(texts, vocab_size=cfg.vocab_size, min_frequency=cfg.tokenizer_min_frequency,
+                                   show_progress=False)
+
+    if corpus is None:  # a streamed corpus: nothing identifies it, so nothing is cached
+        return trained(), True
+    settings = {"vocab_size": cfg.vocab_size, "min_frequency": cfg.tokenizer_min_frequency,
+                "tokenizer_train_mb": cfg.tokenizer_train_mb, "special_tokens": list(SPECIAL_TOKENS)}
+    return open_tokenizer_cache(corpus, settings, trained, cfg.token_cache_dir), True
 
 
-def load_or_train_tokenizer(cfg: PretrainConfig, texts):
-    """``tokenizer_name_or_path`` when given; else a byte-level BPE trained on ``texts`` on the main process,
-    saved to ``output_dir/tokenizer`` and loaded from there by the other processes."""
+def load_or_train_tokenizer(cfg: PretrainConfig, texts, corpus=None):
+    """``tokenizer_name_or_path`` when given; else a byte-level BPE trained on ``texts`` on the main process (cached
+    for ``corpus``), saved to ``output_dir/tokenizer`` and loaded from there by the other processes."""
     with distributed_state().main_process_first():
-        tokenizer, trained = _load_or_train_tokenizer(cfg, texts)
+        tokenizer, trained = _load_or_train_tokenizer(cfg, texts, corpus)
         if trained:
             tokenizer.save_pretrained(Path(cfg.output_dir) / "tokenizer")
     return tokenizer
+
+
+def _sampled(corpus, max_bytes: float):
+    """``sample_text`` of the corpus's training part, read only when iterated (a cached tokenizer reads nothing)."""
+    yield from sample_text(corpus.train, max_bytes)
 
 
 def check_pretrain_inputs(cfg: PretrainConfig) -> int:
@@ -117,11 +131,11 @@ def run_pretraining(cfg: PretrainConfig) -> dict:
     else:
         corpus = load_corpus(cfg.train_files, cfg.clean_text, cfg.validation_fraction, cfg.text_column, cfg.seed)
     if corpus is not None:  # a bounded sample, evenly spread over the training text
-        tokenizer_texts = sample_text(corpus.train, cfg.tokenizer_train_mb * 1e6)
+        tokenizer_texts = _sampled(corpus, cfg.tokenizer_train_mb * 1e6)
     # 2. tokenizer, model and blocks, checked on the main process before its trained tokenizer is saved (the
     # others then load that tokenizer and map the token cache the local main process built)
     with state.main_process_first():
-        tokenizer, trained = _load_or_train_tokenizer(cfg, tokenizer_texts)
+        tokenizer, trained = _load_or_train_tokenizer(cfg, tokenizer_texts, corpus)
         with as_user_error(ValueError):  # a tokenizer that does not fit the model
             config = build_model_config(cfg, tokenizer)
         tokenizer.model_max_length = config.max_position_embeddings
