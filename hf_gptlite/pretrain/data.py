@@ -195,10 +195,9 @@ def load_hub_documents(
     """A ``datasets`` corpus -> (train dataset, validation dataset) of whole documents (one per row).
 
     Uses its ``validation`` split when it has one (streaming: its first ``validation_documents`` rows); otherwise
-    holds out ``validation_fraction`` of the rows
-    (streaming: the first ``validation_documents`` rows, and training rows equal to one of them are dropped: a
-    stream split over processes and DataLoader workers cannot skip "the first n rows", ``datasets``' ``skip`` then
-    skips n/k rows of each of the k parts).
+    holds out ``validation_fraction`` of the rows (streaming: the first ``validation_documents`` rows, and training
+    rows equal to one of them are dropped: on a stream split over processes and DataLoader workers ``datasets``'
+    ``skip(n)`` skips n/k rows of each of the k parts, not the first n rows).
     """
     from ..loading import resolve_source
 
