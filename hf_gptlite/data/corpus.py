@@ -11,8 +11,9 @@ A piece ends at a *safe cut*: after a line break that has a non-space character 
 gives the same ids as encoding the whole document (tests/data/test_corpus.py checks it on the novels).
 A line longer than a chunk is read whole (the only case where memory follows the input).
 
-``clean_text`` (``clean_book_text``) needs the whole file (its wrap width is the file's): cleaned files are read one
-at a time, whole.
+``clean_text`` (``clean_book_text``) is streamed too (``text.clean_book_file``): a pass finds the file's wrap width,
+another cuts it where cleaning each part alone is exact and counts the cleaned text (to hold out its tail); the
+parts are then cleaned again as they are read.
 """
 
 from __future__ import annotations
@@ -93,16 +94,12 @@ class Document:
 
     def chunks(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
         """The document's text in pieces of about ``chunk_bytes`` that end at safe cuts (the last one anywhere)."""
-        if self.text is not None or self.clean:
-            text = self.text if self.text is not None else self._cleaned_part()
-            start = 0
-            while len(text) - start > chunk_bytes:
-                cut = last_safe_cut(text, start, start + chunk_bytes) or next_safe_cut(text, start + chunk_bytes)
-                if not cut:
-                    break
-                yield text[start:cut]
-                start = cut
-            yield text[start:]
+        if self.clean:
+            for text in _cleaned_part(self.path, self.part, self.validation_fraction):
+                yield from _cut_text(text, chunk_bytes)
+            return
+        if self.text is not None:
+            yield from _cut_text(self.text, chunk_bytes)
             return
         with open(self.path, "rb") as f:
             f.seek(self.start)
@@ -125,19 +122,84 @@ class Document:
             if carry:
                 yield carry
 
-    def _cleaned_part(self) -> str:
-        head, tail = _cleaned_file(self.path, os.stat(self.path).st_mtime_ns, self.validation_fraction)
-        return head if self.part == "head" else tail
-
     def is_blank(self) -> bool:
         return all(not chunk.strip() for chunk in self.chunks())
 
 
-@functools.lru_cache(maxsize=1)  # one file at a time: its head, then its tail
-def _cleaned_file(path: Path, mtime_ns: int, validation_fraction: float) -> tuple[str, str]:
-    from .text import clean_book_text, read_text_files
+def _cut_text(text: str, chunk_bytes: int) -> Iterator[str]:
+    """``text`` in pieces of about ``chunk_bytes`` ending at safe cuts (the last one anywhere; at least one)."""
+    start = 0
+    while len(text) - start > chunk_bytes:
+        cut = last_safe_cut(text, start, start + chunk_bytes) or next_safe_cut(text, start + chunk_bytes)
+        if not cut:
+            break
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
 
-    return split_document(clean_book_text(read_text_files([path])[0]), validation_fraction)
+
+# ---- a cleaned file, streamed: split_document(clean_book_text(the file), validation_fraction) in pieces --------
+@dataclass(frozen=True)
+class _CleanPlan:
+    width: int  # the file's wrap width
+    spans: tuple  # (start, end) byte spans cleaned one at a time (text.clean_book_spans)
+    cut: tuple  # the validation cut: (span index, character offset in that span's text, its line break included)
+
+
+@functools.lru_cache(maxsize=4)
+def _clean_plan(path: Path, mtime_ns: int, size: int, validation_fraction: float, chunk_bytes: int) -> _CleanPlan:
+    """Two passes over the file (its wrap width; its spans and the length of each cleaned span) and one span cleaned
+    again: where ``split_document`` cuts the whole cleaned text T = "\n".join(cleaned spans)."""
+    from .text import clean_book_spans, clean_book_text, file_wrap_width, read_span
+
+    width = file_wrap_width(path)
+    spans = tuple(clean_book_spans(path, width, chunk_bytes))
+
+    def text_of(k: int) -> str:  # span k cleaned, with the line break that joins it to the next
+        cleaned = clean_book_text(read_span(path, *spans[k]), wrap_width=width)
+        return cleaned + "\n" if k < len(spans) - 1 else cleaned
+
+    lengths = [len(text_of(k)) for k in range(len(spans))]
+    if validation_fraction <= 0:
+        return _CleanPlan(width, spans, (len(spans) - 1, lengths[-1]))
+    cut = int(sum(lengths) * (1 - validation_fraction))
+    k, first = 0, 0  # the span holding position ``cut`` of T, and its first position
+    while k < len(spans) - 1 and first + lengths[k] <= cut:
+        first, k = first + lengths[k], k + 1
+    text = text_of(k)
+    after = text.find("\n", cut - first)
+    after = first + after if after != -1 else -1
+    before = text.rfind("\n", 0, cut - first)
+    before = first + before if before != -1 else first - 1 if k > 0 else -1
+    candidates = [p for p in (before, after) if p > 0]
+    if candidates:  # as split_document: the line break nearest to the cut
+        cut = min(candidates, key=lambda p: abs(p - cut)) + 1
+    while k > 0 and cut <= first:  # the cut is the end of an earlier span
+        k -= 1
+        first -= lengths[k]
+    return _CleanPlan(width, spans, (k, cut - first))
+
+
+def _cleaned_part(path: Path, part: str, validation_fraction: float) -> Iterator[str]:
+    """The cleaned file's head or tail (``split_document``'s, line breaks stripped at both ends) in pieces, each but
+    the last ending with a line break, one span cleaned at a time."""
+    from .text import CLEAN_CHUNK_BYTES, clean_book_text, read_span
+
+    st = os.stat(path)
+    plan = _clean_plan(path, st.st_mtime_ns, st.st_size, validation_fraction, CLEAN_CHUNK_BYTES)
+    k_cut, offset = plan.cut
+    last = len(plan.spans) - 1
+    pieces = []
+    for k in range(k_cut, last + 1) if part == "tail" else range(k_cut + 1):
+        text = clean_book_text(read_span(path, *plan.spans[k]), wrap_width=plan.width) + ("\n" if k < last else "")
+        if k == k_cut:
+            text = text[offset:] if part == "tail" else text[:offset]
+        if not pieces and part == "tail":
+            text = text.lstrip("\n")
+        if pieces:
+            yield pieces.pop()
+        pieces.append(text)
+    yield pieces.pop().rstrip("\n") if part == "head" else pieces.pop()
 
 
 def _complete_utf8(data: bytes) -> int:

@@ -132,6 +132,102 @@ def clean_book_text(text: str, wrap_width: int | None = None, min_fill: float = 
     return "\n".join(paragraphs)
 
 
+# ---- the same cleaning, streamed: a file of any size in bounded memory -------------------------------------
+_LINE_END = re.compile(rb"\r\n|\r|\n")  # clean_book_text's line breaks (no UTF-8 character contains these bytes)
+CLEAN_CHUNK_BYTES = 8 << 20  # raw text cleaned at a time
+
+
+def _file_lines(path: Path, block: int = 1 << 20):
+    """(byte offset, line) for each line of a UTF-8 file, as clean_book_text splits and strips it: the same lines
+    as ``read_text_files([path])[0].replace("\r\n", "\n").replace("\r", "\n").split("\n")``, each
+    ``rstrip()``-ed. The offset is where the line starts (after a leading BOM for the first)."""
+    from .corpus import _BOM, _decode
+
+    with open(path, "rb") as f:
+        offset = 3 if f.read(3) == _BOM else 0
+        f.seek(offset)
+        data = b""
+        while True:
+            new = f.read(block)
+            data += new
+            # a final "\r" may be the first half of "\r\n": wait for the next block
+            limit = len(data) - 1 if new and data.endswith(b"\r") else len(data)
+            pos = 0
+            for m in _LINE_END.finditer(data, 0, limit):
+                yield offset + pos, _decode(data[pos:m.start()], path, offset + pos).rstrip()
+                pos = m.end()
+            if not new:
+                yield offset + pos, _decode(data[pos:], path, offset + pos).rstrip()
+                return
+            data, offset = data[pos:], offset + pos
+
+
+def file_wrap_width(path: Path) -> int:
+    """``clean_book_text``'s wrap width of a whole file (the 90th percentile of the lengths of its lines that are
+    neither blank nor page numbers), from a histogram of line lengths: one pass, memory flat in the file's size."""
+    counts: dict[int, int] = {}
+    for _, line in _file_lines(path):
+        if line and not _PAGE_NUMBER.fullmatch(line):
+            counts[len(line)] = counts.get(len(line), 0) + 1
+    rank = int(0.9 * (sum(counts.values()) - 1))  # the index _wrap_width takes in the sorted lengths
+    for length in sorted(counts):
+        rank -= counts[length]
+        if rank < 0:
+            return length
+    return 0
+
+
+def clean_book_spans(path: Path, wrap_width: int, chunk_bytes: int = CLEAN_CHUNK_BYTES, min_fill: float = 0.75):
+    """Byte spans ``(start, end)`` of ``path``, each about ``chunk_bytes`` or more, such that ``clean_book_text`` of
+    each span alone (with the file's ``wrap_width``), joined by ``"\n"``, is ``clean_book_text`` of the whole file.
+
+    A span ends just before a line L that is neither blank nor a page number, after a line P that is one too and
+    that L does not continue (``_continues``: P ends its paragraph), or after a blank line that follows such a P.
+    Why that is exact: page numbers only drop blank lines next to them and stop at L, so both sides keep the lines
+    they keep in the whole file; and the whole file starts a new paragraph at L (P's paragraph ends, or the blank line
+    ended it), as a span that starts at L does. Both sides have text, so the join adds the one line break the whole
+    file has between the two paragraphs. A file with no such line (one endless paragraph) is one span."""
+    start = None
+    before, previous = None, None  # the two lines before this one
+    for offset, line in _file_lines(path):
+        if start is None:
+            start = offset
+        plain = bool(line) and not _PAGE_NUMBER.fullmatch(line)
+        if plain and offset - start >= chunk_bytes and previous is not None:
+            ends_paragraph = (
+                bool(previous) and not _PAGE_NUMBER.fullmatch(previous)
+                and not _continues(previous, line.strip(), wrap_width, min_fill)
+            ) or (not previous and bool(before) and not _PAGE_NUMBER.fullmatch(before))
+            if ends_paragraph:
+                yield start, offset
+                start = offset
+        before, previous = previous, line
+    yield start, os.path.getsize(path)
+
+
+def read_span(path: Path, start: int, end: int) -> str:
+    from .corpus import _decode
+
+    with open(path, "rb") as f:
+        f.seek(start)
+        return _decode(f.read(end - start), path, start)
+
+
+def clean_book_file(path, chunk_bytes: int = CLEAN_CHUNK_BYTES, min_fill: float = 0.75):
+    """``clean_book_text`` of a whole file, streamed: pieces whose concatenation is exactly
+    ``clean_book_text(read_text_files([path])[0])``, each but the last ending with a line break; a first pass finds
+    the wrap width, then ``clean_book_spans`` are cleaned one at a time. Memory: about ``chunk_bytes`` (more only for a
+    paragraph longer than that)."""
+    path = Path(path)
+    width = file_wrap_width(path)
+    pending = None
+    for start, end in clean_book_spans(path, width, chunk_bytes, min_fill):
+        if pending is not None:
+            yield pending + "\n"
+        pending = clean_book_text(read_span(path, start, end), wrap_width=width, min_fill=min_fill)
+    yield pending
+
+
 def _continues(previous: str, line: str, width: int, min_fill: float) -> bool:
     """Whether ``line`` continues the paragraph whose last physical line is ``previous``."""
     if previous[-2:-1].isalpha() and previous.endswith("-"):
@@ -146,4 +242,5 @@ def _continues(previous: str, line: str, width: int, min_fill: float) -> bool:
     return True
 
 
-__all__ = ["clean_book_text", "default_corpus_files", "read_text_files"]
+__all__ = ["clean_book_file", "clean_book_spans", "clean_book_text", "default_corpus_files", "file_wrap_width",
+           "read_text_files"]

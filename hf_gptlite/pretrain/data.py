@@ -16,6 +16,7 @@ counted while they are tokenized.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -173,19 +174,35 @@ def load_text_documents(train_files=None, clean: bool | None = None,
             ["".join(doc) for doc in iter_documents(corpus.validation)])
 
 
+class _NotHeldOut:
+    """A picklable filter (spawned DataLoader workers receive it): whether a row's text is none of ``texts``."""
+
+    def __init__(self, texts):
+        self.digests = {self.digest(t) for t in texts}
+
+    @staticmethod
+    def digest(text) -> bytes:
+        return hashlib.blake2b((text or "").encode(), digest_size=16).digest()
+
+    def __call__(self, text) -> bool:
+        return self.digest(text) not in self.digests
+
+
 def load_hub_documents(
     name: str, config_name: str | None = None, text_column: str = "text", streaming: bool = False,
     validation_fraction: float = 0.05, validation_documents: int = 1000, seed: int = 42,
 ):
     """A ``datasets`` corpus -> (train dataset, validation dataset) of whole documents (one per row).
 
-    Uses its ``validation`` split when it has one; otherwise holds out ``validation_fraction`` of the rows
-    (streaming: the first ``validation_documents`` rows).
+    Uses its ``validation`` split when it has one (streaming: its first ``validation_documents`` rows); otherwise
+    holds out ``validation_fraction`` of the rows (streaming: the first ``validation_documents`` rows, and training
+    rows equal to one of them are dropped: on a stream split over processes and DataLoader workers ``datasets``'
+    ``skip(n)`` skips n/k rows of each of the k parts, not the first n rows).
     """
     from ..loading import resolve_source
 
     resolve_source(name, "dataset", repo_type="dataset")  # a local path, or a Hub id whose Hub answers
-    splits = datasets.get_dataset_split_names(name, config_name) if not streaming else None
+    splits = datasets.get_dataset_split_names(name, config_name)
     load = dict(path=name, name=config_name, streaming=streaming)
     train = datasets.load_dataset(split="train", **load)
     if text_column not in (train.column_names or [text_column]):
@@ -196,9 +213,11 @@ def load_hub_documents(
     if splits and "validation" in splits:
         val = datasets.load_dataset(split="validation", **load).select_columns([text_column])
         val = val.rename_column(text_column, "text") if text_column != "text" else val
+        if streaming:  # its first validation_documents rows, in memory
+            val = datasets.Dataset.from_list(list(val.take(validation_documents)))
     elif streaming:
         val = datasets.Dataset.from_list(list(train.take(validation_documents)))
-        train = train.skip(validation_documents)
+        train = train.filter(_NotHeldOut(val["text"]), input_columns="text")
     else:
         parts = train.train_test_split(test_size=validation_fraction, seed=seed)
         train, val = parts["train"], parts["test"]

@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import tiny_pretrain_cfg
 
+import hf_gptlite.data.corpus as corpus_module
+import hf_gptlite.data.text as text_module
 import hf_gptlite.data.token_cache as tc
 from hf_gptlite.data.text import clean_book_text, default_corpus_files, read_text_files
 from hf_gptlite.pretrain import run_pretraining
@@ -36,9 +38,10 @@ def packed_the_old_way(tokenizer, docs, block_size):
     return train, inputs, labels
 
 
-def test_the_main_jobs_data_is_token_identical_to_whole_document_packing(corpus, tmp_path):
+def test_the_main_jobs_data_is_token_identical_to_whole_document_packing(corpus, tmp_path, monkeypatch):
     """The embedded novels (the main job's corpus), through the cache: the blocks and the character count of
-    encoding each cleaned novel whole, as hf_gptlite did before."""
+    encoding each cleaned novel whole, as hf_gptlite did before; and the same again when the novels are cleaned in
+    ~2 KB spans (thousands of cuts) instead of 8 MB ones (each novel whole)."""
     tok = corpus["tokenizer"]
     texts = [clean_book_text(t) for t in read_text_files(default_corpus_files())]
     halves = [split_document(t, 0.05) for t in texts]
@@ -49,6 +52,13 @@ def test_the_main_jobs_data_is_token_identical_to_whole_document_packing(corpus,
     assert data.validation[:]["input_ids"].tolist() == val_inputs
     assert data.validation[:]["labels"].tolist() == val_labels
     assert data.eval_num_characters == sum(len(v) + 1 for v in docs["val"])
+    monkeypatch.setattr(text_module, "CLEAN_CHUNK_BYTES", 2048)
+    corpus_module._clean_plan.cache_clear()
+    spans = lm_data_from_corpus(load_corpus(), tok, 64, tmp_path / "cache_spans")
+    corpus_module._clean_plan.cache_clear()
+    assert np.array_equal(spans.train.tokens, data.train.tokens)
+    assert np.array_equal(spans.validation.tokens, data.validation.tokens)
+    assert spans.eval_num_characters == data.eval_num_characters
 
 
 def test_two_processes_see_every_block_once_per_epoch():
