@@ -65,6 +65,7 @@ from accelerate.utils import (
     DistributedType,
     GradientAccumulationPlugin,
     ProjectConfiguration,
+    gather_object,
     parse_flag_from_env,
     set_seed,
 )
@@ -215,8 +216,12 @@ class Trainer:
     # -- checkpoints
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
+        # every process's position in its data (a streamed corpus split over processes into parts of different
+        # lengths: each crosses its epoch ends at its own steps); the main process's is also stored on its own
+        positions = gather_object([self.stream.state()]) if acc.num_processes > 1 else [self.stream.state()]
         state = {
             "global_step": self.global_step, **self.stream.state(),  # between steps: no gradient is pending
+            "process_positions": positions,
             "total_steps": self.total_steps, "train_tokens": self.train_tokens,
             "train_seconds": self.train_seconds, "run_seconds": self.run_seconds, **self.identity,
             **model_summary(acc.unwrap_model(self.model)),
@@ -240,7 +245,9 @@ class Trainer:
             schedule_state["total_steps"] = min(state["total_steps"], self._planned_steps)
         apply_settings(self.optimizer, self.scheduler.scheduler, settings, schedule_state, step)
         self.stream.close()
-        self.stream = MicroBatchStream(self.train_dataloader, acc, state["epoch"], state["batches_into_epoch"])
+        positions = state.get("process_positions") or []  # absent from checkpoints older than it
+        mine = positions[acc.process_index] if len(positions) == acc.num_processes else state
+        self.stream = MicroBatchStream(self.train_dataloader, acc, mine["epoch"], mine["batches_into_epoch"])
         self.train_tokens = state["train_tokens"]
         self.train_seconds = state["train_seconds"]
         self.run_seconds = state.get("run_seconds", state["train_seconds"])

@@ -73,7 +73,7 @@ def test_a_streamed_folder_holds_out_its_first_rows_from_every_part(tmp_path):
 
 
 # ---- the real thing: `accelerate launch` with 2 processes on a local streamed dataset -----------------------
-def _launch(out, folder, tokenizer_dir, blocks, *extra, kill_at=0):
+def _launch(out, folder, tokenizer_dir, blocks, *extra, kill_at=0, max_steps=8, save_steps=5):
     import subprocess
     import sys
     from pathlib import Path
@@ -84,8 +84,8 @@ def _launch(out, folder, tokenizer_dir, blocks, *extra, kill_at=0):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(Path(__file__).with_name("stream_worker.py")),
            "--output_dir", str(out), "--dataset_name", str(folder), "--streaming", "true",
-           "--tokenizer_name_or_path", tokenizer_dir, "--dataloader_num_workers", "2", "--max_steps", "4",
-           "--save_steps", "2", "--eval_steps", "0", "--seed", "3", *TINY_FLAGS, *extra]
+           "--tokenizer_name_or_path", tokenizer_dir, "--dataloader_num_workers", "2", "--max_steps", str(max_steps),
+           "--save_steps", str(save_steps), "--eval_steps", "0", "--seed", "3", *TINY_FLAGS, *extra]
     env = dict(recipe_env(), ACCELERATE_USE_CPU="1", GPTLITE_TEST_BLOCKS=str(blocks),
                GPTLITE_TEST_KILL_AT_FORWARD=str(kill_at))
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -99,14 +99,15 @@ def _batches(blocks, rank):
 
 @pytest.mark.slow
 def test_two_processes_stream_their_own_parts_and_a_resumed_run_ends_with_the_same_weights(corpus, tmp_path):
-    """A local streamed dataset (4 .jsonl shards + a validation file) under `accelerate launch --num_processes 2`,
-    2 DataLoader workers each. Every document is 15 tokens + [EOS] (a block of 32 is 2 documents) and a shard 32
-    documents, so an epoch is 4 batches of 8 blocks per process (2 from each worker). (a) In the 4 steps of the run
-    each process trains on its own documents, together on every training document exactly once, none on both. (b)
-    The run resumed from its step-2 checkpoint (in a copy of its folder, as a run stopped there) trains steps 3-4 on
-    the same batches and ends with the same weights, bit for bit. (A SIGKILLed run, with stream_worker.py's
-    GPTLITE_TEST_KILL_AT_FORWARD: 6 steps, killed in step 5, resumed from step 3 across the epoch end, gave equal
-    weights too when measured; left out of the suite for time.)"""
+    """A local streamed dataset (4 .jsonl shards of 32, 32, 32 and 96 documents + a validation file) under
+    `accelerate launch --num_processes 2`, 2 DataLoader workers each. Every document is 15 tokens + [EOS] (a block of
+    32 is 2 documents, a batch of 8 blocks 16 documents). The processes' parts differ in length (64 and 128
+    documents: an epoch of 4 and of 8 batches), so they cross epoch ends at different steps. (a) In the 8 steps of the
+    run each process trains on its own documents, each once per epoch of its own, none on both, together on every
+    training document. (b) The run resumed from its step-5 checkpoint (in a copy of its folder, as a run stopped
+    there; one process is then in its second epoch, the other in its first) trains steps 6-8 on the same batches and
+    ends with the same weights, bit for bit: the checkpoint holds every process's position. (A SIGKILLed run, with
+    stream_worker.py's GPTLITE_TEST_KILL_AT_FORWARD, gave equal weights too when measured; left out for time.)"""
     import json
     import shutil
 
@@ -117,13 +118,14 @@ def test_two_processes_stream_their_own_parts_and_a_resumed_run_ends_with_the_sa
     tok = corpus["tokenizer"]
     folder = tmp_path / "stream"
     folder.mkdir()
-    docs = [f"doc{i:04d}: ele disse que" for i in range(4 * 32 + 16)]
+    docs = [f"doc{i:04d}: ele disse que" for i in range(192 + 16)]
     assert {len(tok(d, add_special_tokens=False)["input_ids"]) for d in docs} == {15}
+    bounds = [0, 32, 64, 96, 192]
     for shard in range(4):
         with open(folder / f"train-{shard:05d}-of-00004.jsonl", "w") as f:
-            f.writelines(json.dumps({"text": d}) + "\n" for d in docs[shard * 32 : (shard + 1) * 32])
+            f.writelines(json.dumps({"text": d}) + "\n" for d in docs[bounds[shard] : bounds[shard + 1]])
     with open(folder / "validation.jsonl", "w") as f:
-        f.writelines(json.dumps({"text": d}) + "\n" for d in docs[128:])
+        f.writelines(json.dumps({"text": d}) + "\n" for d in docs[192:])
 
     run = _launch(tmp_path / "run", folder, corpus["tokenizer_dir"], tmp_path / "blocks")
     assert run.returncode == 0, run.stderr[-4000:]
@@ -134,20 +136,22 @@ def test_two_processes_stream_their_own_parts_and_a_resumed_run_ends_with_the_sa
     seen = {}
     for rank in (0, 1):
         batches = _batches(tmp_path / "blocks", rank)
-        assert len(batches) == 4 and all(len(b) == 8 for b in batches)
+        assert len(batches) == 8 and all(len(b) == 8 for b in batches)
         seen[rank] = documents(batches)
-        assert len(set(seen[rank])) == 4 * 8 * 2  # no document twice in an epoch
-    assert not set(seen[0]) & set(seen[1]) and set(seen[0]) | set(seen[1]) == set(docs[:128])
+        part = len(set(seen[rank]))
+        assert len(set(seen[rank][:part])) == part  # its first epoch: each of its documents once
+    assert sorted(len(set(seen[rank])) for rank in (0, 1)) == [64, 128]
+    assert not set(seen[0]) & set(seen[1]) and set(seen[0]) | set(seen[1]) == set(docs[:192])
 
     stopped = tmp_path / "stopped"
-    shutil.copytree(tmp_path / "run", stopped, ignore=shutil.ignore_patterns("step_4"))
+    shutil.copytree(tmp_path / "run", stopped, ignore=shutil.ignore_patterns("step_8"))
     for name in ("model.safetensors", "metrics.json"):
         (stopped / name).unlink()
-    assert [p.name for p in list_checkpoints(stopped)] == ["step_2"]
+    assert [p.name for p in list_checkpoints(stopped)] == ["step_5"]
     resumed = _launch(stopped, folder, corpus["tokenizer_dir"], tmp_path / "blocks_resumed",
                       "--resume_from_checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     for rank in (0, 1):
-        assert _batches(tmp_path / "blocks_resumed", rank) == _batches(tmp_path / "blocks", rank)[2:]
+        assert _batches(tmp_path / "blocks_resumed", rank) == _batches(tmp_path / "blocks", rank)[5:]
     a, b = load_file(tmp_path / "run" / "model.safetensors"), load_file(stopped / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
