@@ -36,14 +36,14 @@ def filled_cache(model, x):
     return cache
 
 
-def test_torch_export_prefill_and_one_decoding_step():
+def test_torch_export_prefill_and_one_decoding_step(restore_pytree_registry):
     torch.manual_seed(0)
     model = GPTLiteForCausalLM(GPTLiteConfig.from_preset("tiny")).eval()
     assert model.config._attn_implementation == "sdpa"  # with the attention fast path when it is on
     x, mask = torch.randint(3, 512, (2, 7)), torch.ones(2, 7, dtype=torch.long)  # an all-ones mask: the shortcut's case
     with torch.no_grad():
         want = model(x, attention_mask=mask).logits
-    register_dynamic_cache_export_support()  # transformers' pytree for DynamicCache
+    register_dynamic_cache_export_support()  # transformers' pytree for DynamicCache (undone after the test)
     prefill = torch.export.export(Prefill(model), (x, mask))
     with torch.no_grad():
         logits, cache = prefill.module()(x, mask)

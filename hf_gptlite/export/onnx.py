@@ -50,10 +50,30 @@ def _fast_paths_off():
         k.set_fast_paths(",".join(sorted(before)) or "none")
 
 
+def _exporters_cache_pytree() -> None:
+    """Make DynamicCache's pytree registration the exporters' own. transformers' exporters register the cache
+    classes once per process and keep a registration they find; ``register_dynamic_cache_export_support``
+    (transformers' torch.export helper) registers DynamicCache differently, and after it the export failed
+    ("Constant tensor lifted_tensor_N is not in the constants dictionary") and a saved folder's cache spec could not
+    be read back. Such a registration is replaced (torch.export of a DynamicCache works with the exporters' one)."""
+    from torch.fx import _pytree as fx_pytree
+    from torch.utils import _pytree as pytree
+    from transformers.cache_utils import DynamicCache
+    from transformers.exporters.exporter_dynamo import _pytree_flatten, register_pytree_node
+
+    node = pytree.SUPPORTED_NODES.get(DynamicCache)
+    if node is not None and node.flatten_fn is not _pytree_flatten:
+        pytree._deregister_pytree_node(DynamicCache)
+        fx_pytree.SUPPORTED_NODES.pop(DynamicCache, None)  # the helper's flatten spec for exported programs' inputs
+        fx_pytree.SUPPORTED_NODES_EXACT_MATCH.pop(DynamicCache, None)
+    register_pytree_node(DynamicCache)
+
+
 def export_for_runtime(model, fmt: str = "onnx", sample_length: int = 8):
     """Export ``model`` (a causal LM in eval mode, fp32) as prefill + decode graphs for ``fmt`` ("onnx" or
     "openvino") with dynamic batch and sequence axes; returns transformers' ``ExportedModel``."""
     _check_installed(fmt)
+    _exporters_cache_pytree()
     from transformers.exporters import OnnxConfig, OnnxExporter, OpenVINOConfig, OpenVINOExporter
 
     # OpenVINO: stateful=False keeps the cache as inputs/outputs; the stateful decode graph (cache in OpenVINO
@@ -90,6 +110,7 @@ def load_exported(folder: str | os.PathLike, threads: int | None = None):
     """An exported folder loaded on its runtime (CPU); ``threads`` caps the runtime's threads."""
     from transformers.exporters import ExportedModel
 
+    _exporters_cache_pytree()
     exported = ExportedModel.from_pretrained(str(folder))
     _check_installed(str(exported.export_format))
     kwargs = {}

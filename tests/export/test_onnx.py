@@ -90,3 +90,29 @@ def test_export_refuses_a_non_empty_output_folder(tiny_dir, tmp_path, capsys):
         f"error: output folder {str(tmp_path)!r} exists and is not empty; pick a new one"
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.skipif(not all(importlib.util.find_spec(p) for p in ("onnxruntime", "onnx", "onnxscript")),
+                    reason="onnxruntime / onnx / onnxscript not installed (pip install 'hf_gptlite[export]')")
+def test_export_after_another_dynamic_cache_pytree_registration(tiny_dir, tmp_path, restore_pytree_registry):
+    """A process that registered DynamicCache for torch.export first (transformers' executorch helper, which the
+    exporters would keep) still exports, loads and decodes: the same greedy tokens as PyTorch."""
+    from torch.fx import _pytree as fx_pytree
+    from torch.utils import _pytree as pytree
+    from transformers import AutoModelForCausalLM, DynamicCache
+    from transformers.integrations.executorch import register_dynamic_cache_export_support
+
+    from hf_gptlite.export.onnx import greedy_generate, load_exported, save_for_runtime
+
+    def only_the_helpers_registration():
+        if DynamicCache in pytree.SUPPORTED_NODES:  # an export in this process registered the exporters' one
+            pytree._deregister_pytree_node(DynamicCache)
+            fx_pytree.SUPPORTED_NODES.pop(DynamicCache, None)
+        register_dynamic_cache_export_support()
+
+    only_the_helpers_registration()  # before it: "Constant tensor lifted_tensor_8 is not in the constants dictionary"
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    save_for_runtime(model, tmp_path / "onnx")
+    only_the_helpers_registration()  # before it: "Deserializing transformers.cache_utils:DynamicCache ... not registered"
+    ids = torch.randint(3, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    assert greedy_generate(load_exported(tmp_path / "onnx"), ids, 12).tolist() == _generate(model, ids, 12).tolist()
