@@ -118,10 +118,12 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
     as ``TrainBlocks`` packs them (doc [EOS] doc [EOS] ..., the remainder carried on), in the DataLoader's workers
     when it has some (each worker reads its own shards of the stream).
 
-    With ``num_processes > 1`` each process reads its own part (``datasets.distributed.split_dataset_by_node``:
-    its own shards when their number divides evenly, else every ``num_processes``-th row), so ``split_by_process``
-    tells the training loop not to shard or dispatch it again. ``set_epoch`` reshuffles the stream (seeded): a
-    resumed run replays it from the start of the epoch and skips the batches already trained on."""
+    With ``num_processes > 1`` each process reads its own part, so ``split_by_process`` tells the training loop not
+    to shard or dispatch it again: its own shards when their number divides evenly (``IterableDataset.shard``, the
+    same shards every epoch, as nanochat's ranks keep their row groups; ``split_dataset_by_node`` would deal the
+    shards out anew each epoch, so with uneven shards two processes in different epochs could read the same one),
+    else every ``num_processes``-th row (``split_dataset_by_node``). ``set_epoch`` reshuffles the stream (seeded):
+    a resumed run replays it from the start of the epoch and skips the batches already trained on."""
 
     split_by_process = True
 
@@ -129,7 +131,9 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
                  rows_per_batch: int = 64):
         from datasets.distributed import split_dataset_by_node
 
-        if num_processes > 1:
+        if num_processes > 1 and dataset.num_shards % num_processes == 0:
+            dataset = dataset.shard(num_shards=num_processes, index=process_index, contiguous=False)
+        elif num_processes > 1:
             dataset = split_dataset_by_node(dataset, rank=process_index, world_size=num_processes)
         self.dataset, self.block_size, self.rows_per_batch = dataset, block_size, rows_per_batch
         self.encode, self.eos_id = token_encoder(tokenizer), tokenizer.eos_token_id

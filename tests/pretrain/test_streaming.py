@@ -27,6 +27,24 @@ def test_each_process_reads_its_own_part_of_the_stream(corpus, num_shards):
     assert not parts[0] & parts[1] and parts[0] | parts[1] == {f"documento {i}" for i in range(120)}
 
 
+def test_a_process_reads_the_same_shards_every_epoch(corpus):
+    """Reshuffled within its part each epoch, never dealt other shards: with shards of uneven length two processes
+    reach an epoch's end at different steps, and one must not then read the shards the other is still reading.
+    (``split_dataset_by_node`` alone deals the shards out anew each epoch, in datasets 4 and 5.)"""
+    tok = corpus["tokenizer"]
+
+    def part(rank, epoch):
+        blocks = StreamedBlocks(stream(num_shards=4), tok, 16, rank, 2)
+        blocks.set_epoch(epoch)
+        return documents_seen(tok, blocks), [b["input_ids"] for b in blocks]
+
+    for rank in (0, 1):
+        epochs = [part(rank, epoch) for epoch in range(4)]
+        assert all(docs == epochs[0][0] for docs, _ in epochs)
+        assert not all(torch.equal(a, b) for a, b in zip(epochs[0][1], epochs[1][1], strict=False))  # reshuffled
+    assert not part(0, 0)[0] & part(1, 0)[0]
+
+
 def test_blocks_pack_the_documents_like_the_cache(corpus):
     tok = corpus["tokenizer"]
     blocks = StreamedBlocks(stream(), tok, 16, rows_per_batch=7)
