@@ -77,6 +77,8 @@ class MicroBatchStream:
             resumed = self.batches_into_epoch > 0
             if resumed:
                 loader = self.accelerator.skip_first_batches(loader, self.batches_into_epoch)
+                if hasattr(loader, "set_epoch"):  # accelerate < 1.15: its skipping loader starts at epoch 0 and would
+                    loader.set_epoch(self.epoch)  # set that on the sampler or dataset when iterated
             batches = iter(loader)
             empty = True
             try:

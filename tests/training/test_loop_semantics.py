@@ -276,6 +276,48 @@ def test_killed_mid_accumulation_resumes_to_the_same_weights(tmp_path, precision
 
 
 # ---- FSDP ----------------------------------------------------------------------------------------
+class EpochStream(torch.utils.data.IterableDataset):
+    """12 rows in an order that depends on the epoch set (as a reshuffled stream's)."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        yield from torch.randperm(12, generator=torch.Generator().manual_seed(self.epoch)).view(12, 1)
+
+
+@pytest.mark.parametrize("data", ["map-style", "stream", "stream split by process"])
+def test_a_run_resumed_in_a_later_epoch_continues_that_epoch(data):
+    """Resumed 1 batch into its 2nd epoch, the batches are those the uninterrupted run had from there: a shuffled
+    dataset (the loop's seedable sampler) or a stream with ``set_epoch``. (accelerate 1.10-1.14: skip_first_batches
+    gave a loader that set epoch 0 on the sampler or the dataset, the 1st epoch's order again.)"""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.data_loader import prepare_data_loader
+    from accelerate.state import AcceleratorState, GradientState
+
+    from hf_gptlite.training.batches import MicroBatchStream
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    acc = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+
+    def loader():  # 4 batches an epoch
+        if data == "map-style":
+            return acc.prepare(DataLoader(list(torch.arange(12).view(12, 1)), batch_size=3, shuffle=True))
+        plain = DataLoader(EpochStream(), batch_size=3)
+        if data == "stream":
+            return acc.prepare(plain)
+        return prepare_data_loader(plain, acc.device, num_processes=1, process_index=0, dispatch_batches=False,
+                                   rng_types=None)  # as the loop prepares a stream each process reads its part of
+
+    whole = MicroBatchStream(loader(), acc).take(10)
+    assert not torch.equal(torch.cat(whole[:4]), torch.cat(whole[4:8]))  # the epochs differ
+    resumed = MicroBatchStream(loader(), acc, epoch=1, batches_into_epoch=1).take(5)
+    assert all(torch.equal(a, b) for a, b in zip(whole[5:], resumed, strict=True))
+
+
 @pytest.mark.slow
 def test_the_fsdp_config_trains_like_ddp(tmp_path, one_process):
     """recipes/configs/accelerate_fsdp.yaml (FSDP2, one shard unit per GPTLiteBlock, sharded checkpoints) on 2 CPU
