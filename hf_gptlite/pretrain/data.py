@@ -131,10 +131,11 @@ class StreamedBlocks(torch.utils.data.IterableDataset):
                  rows_per_batch: int = 64):
         from datasets.distributed import split_dataset_by_node
 
-        if num_processes > 1 and dataset.num_shards % num_processes == 0:
-            dataset = dataset.shard(num_shards=num_processes, index=process_index, contiguous=False)
-        elif num_processes > 1:
-            dataset = split_dataset_by_node(dataset, rank=process_index, world_size=num_processes)
+        if num_processes > 1:
+            if dataset.num_shards % num_processes == 0:
+                dataset = dataset.shard(num_shards=num_processes, index=process_index, contiguous=False)
+            else:
+                dataset = split_dataset_by_node(dataset, rank=process_index, world_size=num_processes)
         self.dataset, self.block_size, self.rows_per_batch = dataset, block_size, rows_per_batch
         self.encode, self.eos_id = token_encoder(tokenizer), tokenizer.eos_token_id
 

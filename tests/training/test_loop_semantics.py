@@ -275,7 +275,6 @@ def test_killed_mid_accumulation_resumes_to_the_same_weights(tmp_path, precision
     assert [(r["step"], r["loss"]) for r in resumed_log] == [(r["step"], r["loss"]) for r in straight_log]
 
 
-# ---- FSDP ----------------------------------------------------------------------------------------
 class EpochStream(torch.utils.data.IterableDataset):
     """12 rows in an order that depends on the epoch set (as a reshuffled stream's)."""
 
@@ -318,6 +317,7 @@ def test_a_run_resumed_in_a_later_epoch_continues_that_epoch(data):
     assert all(torch.equal(a, b) for a, b in zip(whole[5:], resumed, strict=True))
 
 
+# ---- FSDP ----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_fsdp_config_trains_like_ddp(tmp_path, one_process):
     """recipes/configs/accelerate_fsdp.yaml (FSDP2, one shard unit per GPTLiteBlock, sharded checkpoints) on 2 CPU
